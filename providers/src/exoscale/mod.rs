@@ -1,0 +1,2 @@
+//! Exoscale API v2: the provider (placeholder until the client lands).
+pub mod sign;

@@ -1,0 +1,1 @@
+//! Shared HTTP plumbing for providers (placeholder).

@@ -1,0 +1,1 @@
+//! exoip: failover agent for cloud elastic IPs.
