@@ -1,0 +1,735 @@
+//! The decision core: a deterministic state machine with no I/O and no clock.
+//!
+//! The driver (`agent`) feeds it inputs stamped with the current monotonic time and executes the
+//! actions it returns. Every timing rule lives here, so each one is a unit test in simulated time.
+//!
+//! Rules (the contract, also in the README):
+//! - A peer is alive while its last valid heartbeat is younger than the dead period
+//!   (`dead_ratio x interval`). After start-up a node holds off one dead period (state `Init`,
+//!   announced to peers) before it may claim.
+//! - Eligible nodes are alive, not leaving, and announce `Backup` or `Master` for the address.
+//!   The winner is the eligible node with the lowest `(priority, node id)`: ties never give two
+//!   winners.
+//! - The winner claims: attach to itself, add the alias, announce `Master`, then read the holders
+//!   and detach every other one (fence). Failures retry with backoff and jitter while it stays the
+//!   winner. Preempting a live `Master` waits until that master has been heard continuously for a
+//!   hold-off period, so a flapping peer cannot bounce the address.
+//! - A `Master` yields only when a better eligible peer announces `Master` (it has attached), so a
+//!   handover has overlap, never a gap. The new master fences the old one through the API.
+//! - Graceful stop: announce `leaving`, wait (bounded) for another node to announce `Master`,
+//!   then detach from self, drop the alias and exit.
+//! - Reconcile periodically: re-read the holders; a master re-attaches and fences as needed and
+//!   re-asserts its alias; a backup makes sure it has no alias.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::wire::{Advert, Entry, IpState};
+
+/// Monotonic time since an arbitrary origin (the driver uses the agent's start).
+pub type Time = Duration;
+
+/// Timing and identity parameters of the core.
+#[derive(Clone, Debug)]
+pub struct Params {
+    /// This node's id (the cloud instance id): breaks priority ties, identifies heartbeats.
+    pub node: String,
+    pub interval: Duration,
+    pub dead_ratio: u32,
+    pub reconcile_interval: Duration,
+    /// How long a graceful stop waits for a successor before releasing anyway.
+    pub leave_timeout: Duration,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Seed of the jitter generator (random in production, fixed in tests).
+    pub jitter_seed: u64,
+}
+
+impl Params {
+    pub fn dead_period(&self) -> Duration {
+        self.interval * self.dead_ratio
+    }
+}
+
+/// One watched address and its configured priority (1..=255, lowest wins).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchedIp {
+    pub ip: IpAddr,
+    pub priority: u8,
+}
+
+/// Operator signals, exoip compatible.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM/SIGINT: hand over and exit.
+    Stop,
+    /// SIGUSR1: lower the priority value by one (more likely to win).
+    Promote,
+    /// SIGUSR2: raise the priority value by one.
+    Demote,
+}
+
+/// A cloud API call the core asks the driver to make for one address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    ReadHolders,
+    Attach,
+    Detach(String),
+}
+
+/// How a provider call ended, reduced to what the core decides on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpResult {
+    Holders(Vec<String>),
+    Done,
+    Failed {
+        /// Stable label of the error kind (`retryable`, `auth`, ...), for logs.
+        kind: &'static str,
+        message: String,
+        /// The API asked to wait at least this long.
+        retry_after: Option<Duration>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Time passed; nothing else happened.
+    Tick,
+    /// An authenticated, fresh heartbeat (the wire layer already dropped everything else).
+    Heartbeat(Advert),
+    /// A provider call finished. `id` is the one of the `Action::Call` that started it.
+    OpDone {
+        ip: IpAddr,
+        id: u64,
+        result: OpResult,
+    },
+    Signal(Signal),
+}
+
+/// This node's role for one address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Hold-off after start: listening, not claiming.
+    Init,
+    Backup,
+    /// Winner, attach in progress.
+    Claiming,
+    Master,
+    /// Stopping: waiting for a successor, then releasing.
+    Leaving,
+    /// Released after a stop; nothing more to do.
+    Stopped,
+}
+
+impl Role {
+    fn wire(self) -> IpState {
+        match self {
+            Role::Init => IpState::Init,
+            Role::Backup | Role::Claiming => IpState::Backup,
+            Role::Master => IpState::Master,
+            Role::Leaving | Role::Stopped => IpState::Leaving,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send this heartbeat to every peer now.
+    Send(Advert),
+    /// Make a provider call; report it back as `Input::OpDone` with the same id.
+    Call {
+        ip: IpAddr,
+        id: u64,
+        op: Op,
+    },
+    AddAlias(IpAddr),
+    RemoveAlias(IpAddr),
+    /// A role change, for logs, hooks and status.
+    Transition {
+        ip: IpAddr,
+        from: Role,
+        to: Role,
+        reason: String,
+    },
+    /// A provider call failed; it will be retried after `retry_in` if still needed.
+    CallFailed {
+        ip: IpAddr,
+        op: Op,
+        message: String,
+        retry_in: Duration,
+    },
+    /// Every address is released after a stop: the process may exit.
+    Exit,
+}
+
+#[derive(Clone, Debug)]
+struct Peer {
+    last_heard: Time,
+    /// Start of the current run of heartbeats without a gap longer than the dead period.
+    heard_since: Time,
+    leaving: bool,
+    entries: BTreeMap<IpAddr, Entry>,
+}
+
+#[derive(Clone, Debug)]
+struct Slot {
+    ip: IpAddr,
+    priority: u8,
+    role: Role,
+    /// The holders per the last successful read, and when.
+    holders: Option<(Vec<String>, Time)>,
+    inflight: Option<(u64, Op)>,
+    /// Holders still to detach after a claim or reconcile.
+    to_fence: BTreeSet<String>,
+    attempt: u32,
+    retry_at: Option<Time>,
+    next_reconcile: Time,
+    leaving_since: Option<Time>,
+    /// Whether we last told the driver to have the alias (see `desired_alias`).
+    alias_on: bool,
+}
+
+/// A snapshot of one address for status output.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct IpStatus {
+    pub ip: IpAddr,
+    pub role: Role,
+    pub priority: u8,
+    pub effective_priority: u8,
+    pub holders: Option<Vec<String>>,
+    pub winner: Option<String>,
+}
+
+pub struct Core {
+    params: Params,
+    started: Time,
+    slots: Vec<Slot>,
+    peers: BTreeMap<String, Peer>,
+    /// Added to every configured priority by SIGUSR1/SIGUSR2.
+    adjust: i16,
+    next_send: Time,
+    next_op_id: u64,
+    rng: u64,
+    stopping: bool,
+    exited: bool,
+}
+
+impl Core {
+    pub fn new(params: Params, ips: &[WatchedIp], now: Time) -> Self {
+        let slots = ips
+            .iter()
+            .map(|w| Slot {
+                ip: w.ip,
+                priority: w.priority,
+                role: Role::Init,
+                holders: None,
+                inflight: None,
+                to_fence: BTreeSet::new(),
+                attempt: 0,
+                retry_at: None,
+                // Read the API state at once: it tells a restarted node whether it still holds.
+                next_reconcile: now,
+                leaving_since: None,
+                alias_on: false,
+            })
+            .collect();
+        let rng = params.jitter_seed | 1;
+        Core {
+            params,
+            started: now,
+            slots,
+            peers: BTreeMap::new(),
+            adjust: 0,
+            next_send: now,
+            next_op_id: 1,
+            rng,
+            stopping: false,
+            exited: false,
+        }
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// Feed one input; returns the actions to execute, in order.
+    pub fn handle(&mut self, now: Time, input: Input) -> Vec<Action> {
+        let mut out = Vec::new();
+        match input {
+            Input::Tick => {}
+            Input::Heartbeat(advert) => self.on_heartbeat(now, advert),
+            Input::OpDone { ip, id, result } => self.on_op_done(now, ip, id, result, &mut out),
+            Input::Signal(s) => self.on_signal(now, s, &mut out),
+        }
+        self.step(now, &mut out);
+        out
+    }
+
+    /// When the core next needs a `Tick` if nothing else happens (always after `now`).
+    pub fn next_deadline(&self, now: Time) -> Time {
+        let dead = self.params.dead_period();
+        let mut t = self.next_send.max(now + Duration::from_millis(1));
+        let mut min = |x: Time| {
+            if x > now && x < t {
+                t = x
+            }
+        };
+        if self.slots.iter().any(|s| s.role == Role::Init) {
+            min(self.started + dead);
+        }
+        for p in self.peers.values() {
+            let expiry = p.last_heard + dead;
+            min(expiry);
+            min(p.heard_since + dead);
+            min(p.heard_since + dead + self.params.interval);
+        }
+        for s in &self.slots {
+            if s.inflight.is_none() {
+                min(s.next_reconcile);
+                if let Some(r) = s.retry_at {
+                    min(r);
+                }
+            }
+            if let Some(since) = s.leaving_since {
+                min(since + self.params.leave_timeout);
+            }
+        }
+        t
+    }
+
+    pub fn status(&self, now: Time) -> Vec<IpStatus> {
+        self.slots
+            .iter()
+            .map(|s| IpStatus {
+                ip: s.ip,
+                role: s.role,
+                priority: s.priority,
+                effective_priority: self.effective(s.priority),
+                holders: s.holders.as_ref().map(|(h, _)| h.clone()),
+                winner: self.winner(now, s).map(|(_, id)| id),
+            })
+            .collect()
+    }
+
+    /// Ids and ages of the peers heard from, for status output.
+    pub fn peers(&self, now: Time) -> Vec<(String, Duration, bool)> {
+        self.peers
+            .iter()
+            .map(|(id, p)| {
+                (
+                    id.clone(),
+                    now.saturating_sub(p.last_heard),
+                    self.alive(now, p),
+                )
+            })
+            .collect()
+    }
+
+    fn effective(&self, priority: u8) -> u8 {
+        (priority as i16 + self.adjust).clamp(1, 255) as u8
+    }
+
+    fn alive(&self, now: Time, p: &Peer) -> bool {
+        now < p.last_heard + self.params.dead_period()
+    }
+
+    /// The best eligible node for this address: `(priority, id)`.
+    fn winner(&self, now: Time, slot: &Slot) -> Option<(u8, String)> {
+        let mut best: Option<(u8, String)> = None;
+        let mut offer = |rank: (u8, String)| {
+            if best.as_ref().is_none_or(|b| rank < *b) {
+                best = Some(rank);
+            }
+        };
+        if matches!(slot.role, Role::Backup | Role::Claiming | Role::Master) {
+            offer((self.effective(slot.priority), self.params.node.clone()));
+        }
+        for (id, p) in &self.peers {
+            if let Some(e) = self.eligible_entry(now, p, slot.ip) {
+                offer((e.priority, id.clone()));
+            }
+        }
+        best
+    }
+
+    fn eligible_entry<'a>(&self, now: Time, p: &'a Peer, ip: IpAddr) -> Option<&'a Entry> {
+        if !self.alive(now, p) || p.leaving {
+            return None;
+        }
+        p.entries
+            .get(&ip)
+            .filter(|e| matches!(e.state, IpState::Backup | IpState::Master))
+    }
+
+    /// The best peer announcing `Master` for this address, if any: `(priority, id, heard_since)`.
+    fn best_master_peer(&self, now: Time, ip: IpAddr) -> Option<(u8, String, Time)> {
+        self.peers
+            .iter()
+            .filter_map(|(id, p)| {
+                self.eligible_entry(now, p, ip)
+                    .filter(|e| e.state == IpState::Master)
+                    .map(|e| (e.priority, id.clone(), p.heard_since))
+            })
+            .min_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)))
+    }
+
+    /// Whether a better peer is still in its start-up hold-off. Its hold-off ends at the latest
+    /// one dead period after we first heard it (plus an interval for its announcement to reach
+    /// us); claiming before that would make nodes started together all claim at once.
+    fn better_peer_joining(&self, now: Time, ip: IpAddr, my_rank: &(u8, String)) -> bool {
+        let grace = self.params.dead_period() + self.params.interval;
+        self.peers.iter().any(|(id, p)| {
+            self.alive(now, p)
+                && !p.leaving
+                && now < p.heard_since + grace
+                && p.entries.get(&ip).is_some_and(|e| {
+                    e.state == IpState::Init && (e.priority, id.clone()) < *my_rank
+                })
+        })
+    }
+
+    fn on_heartbeat(&mut self, now: Time, advert: Advert) {
+        if advert.node == self.params.node {
+            // Our own datagram looped back (a peer list that includes ourselves).
+            return;
+        }
+        let dead = self.params.dead_period();
+        let entries = advert.entries.iter().map(|e| (e.ip, *e)).collect();
+        match self.peers.get_mut(&advert.node) {
+            Some(p) => {
+                if now >= p.last_heard + dead {
+                    p.heard_since = now;
+                }
+                p.last_heard = now;
+                p.leaving = advert.leaving;
+                p.entries = entries;
+            }
+            None => {
+                self.peers.insert(
+                    advert.node.clone(),
+                    Peer {
+                        last_heard: now,
+                        heard_since: now,
+                        leaving: advert.leaving,
+                        entries,
+                    },
+                );
+            }
+        }
+    }
+
+    fn on_signal(&mut self, now: Time, signal: Signal, out: &mut Vec<Action>) {
+        match signal {
+            Signal::Promote => self.adjust = (self.adjust - 1).max(-254),
+            Signal::Demote => self.adjust = (self.adjust + 1).min(254),
+            Signal::Stop => {
+                if self.stopping {
+                    return;
+                }
+                self.stopping = true;
+                for i in 0..self.slots.len() {
+                    self.slots[i].leaving_since = Some(now);
+                    self.set_role(i, Role::Leaving, "stopping", out);
+                }
+            }
+        }
+        // Tell peers at once: a priority change or a stop is news they act on.
+        self.next_send = now;
+    }
+
+    fn on_op_done(
+        &mut self,
+        now: Time,
+        ip: IpAddr,
+        id: u64,
+        result: OpResult,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(i) = self.slots.iter().position(|s| s.ip == ip) else {
+            return;
+        };
+        let op = match &self.slots[i].inflight {
+            Some((inflight_id, op)) if *inflight_id == id => op.clone(),
+            _ => return, // a result we no longer wait for
+        };
+        self.slots[i].inflight = None;
+        if let OpResult::Failed {
+            message,
+            retry_after,
+            ..
+        } = result
+        {
+            let slot = &mut self.slots[i];
+            slot.attempt = slot.attempt.saturating_add(1);
+            let mut delay = self.backoff(self.slots[i].attempt);
+            if let Some(ra) = retry_after {
+                delay = delay.max(ra);
+            }
+            let slot = &mut self.slots[i];
+            slot.retry_at = Some(now + delay);
+            out.push(Action::CallFailed {
+                ip,
+                op,
+                message,
+                retry_in: delay,
+            });
+            return;
+        }
+        let slot = &mut self.slots[i];
+        slot.attempt = 0;
+        slot.retry_at = None;
+        match (op, result) {
+            (Op::ReadHolders, OpResult::Holders(holders)) => {
+                let me = &self.params.node;
+                slot.to_fence = holders.iter().filter(|h| *h != me).cloned().collect();
+                let self_attached = holders.iter().any(|h| h == me);
+                slot.holders = Some((holders, now));
+                slot.next_reconcile = now + self.params.reconcile_interval;
+                if slot.role != Role::Master {
+                    slot.to_fence.clear();
+                }
+                if slot.role == Role::Master && !self_attached {
+                    self.set_role(
+                        i,
+                        Role::Claiming,
+                        "the API shows the address detached from us",
+                        out,
+                    );
+                } else {
+                    // Re-assert the alias even if we believe it is right: someone may have
+                    // removed or added it behind our back.
+                    let want = self.desired_alias(i);
+                    self.slots[i].alias_on = want;
+                    out.push(if want {
+                        Action::AddAlias(ip)
+                    } else {
+                        Action::RemoveAlias(ip)
+                    });
+                }
+            }
+            (Op::Attach, OpResult::Done) if slot.role == Role::Claiming => {
+                // Read who else holds it next, so they can be fenced.
+                slot.next_reconcile = now;
+                self.set_role(i, Role::Master, "attached", out);
+            }
+            (Op::Detach(who), OpResult::Done) => {
+                slot.to_fence.remove(&who);
+                if let Some((h, _)) = slot.holders.as_mut() {
+                    h.retain(|x| *x != who);
+                }
+                if who == self.params.node && slot.role == Role::Leaving {
+                    self.set_role(i, Role::Stopped, "released", out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Exponential backoff with jitter in [50%, 100%] of the step.
+    fn backoff(&mut self, attempt: u32) -> Duration {
+        let step = self
+            .params
+            .backoff_base
+            .saturating_mul(1u32 << attempt.min(16).saturating_sub(1))
+            .min(self.params.backoff_max);
+        // xorshift64: deterministic for a given seed.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let frac = 0.5 + (self.rng % 1000) as f64 / 2000.0;
+        step.mul_f64(frac)
+    }
+
+    fn set_role(&mut self, i: usize, to: Role, reason: &str, out: &mut Vec<Action>) {
+        let from = self.slots[i].role;
+        if from == to {
+            return;
+        }
+        self.slots[i].role = to;
+        out.push(Action::Transition {
+            ip: self.slots[i].ip,
+            from,
+            to,
+            reason: reason.to_string(),
+        });
+        // Peers learn of every role change at once, not at the next interval.
+        self.next_send = Time::ZERO;
+    }
+
+    fn start_op(&mut self, i: usize, op: Op, out: &mut Vec<Action>) {
+        let id = self.next_op_id;
+        self.next_op_id += 1;
+        self.slots[i].inflight = Some((id, op.clone()));
+        out.push(Action::Call {
+            ip: self.slots[i].ip,
+            id,
+            op,
+        });
+    }
+
+    /// Re-evaluates every address and emits what follows from the current knowledge.
+    fn step(&mut self, now: Time, out: &mut Vec<Action>) {
+        if self.exited {
+            return;
+        }
+        let holdoff_over = now >= self.started + self.params.dead_period();
+        for i in 0..self.slots.len() {
+            if self.slots[i].role == Role::Init && holdoff_over {
+                self.set_role(i, Role::Backup, "hold-off over", out);
+            }
+            self.decide(now, i, out);
+        }
+        if now >= self.next_send {
+            out.push(Action::Send(self.advert()));
+            self.next_send = now + self.params.interval;
+        }
+        if self.stopping && self.slots.iter().all(|s| s.role == Role::Stopped) {
+            self.exited = true;
+            out.push(Action::Exit);
+        }
+    }
+
+    fn decide(&mut self, now: Time, i: usize, out: &mut Vec<Action>) {
+        let me = self.params.node.clone();
+        let slot = &self.slots[i];
+        let ip = slot.ip;
+        let my_rank = (self.effective(slot.priority), me.clone());
+        let winner = self.winner(now, slot);
+        let i_win = winner.as_ref().is_some_and(|w| w.1 == me);
+        let better_master = self
+            .best_master_peer(now, ip)
+            .filter(|(prio, id, _)| (*prio, id.clone()) < my_rank);
+
+        match slot.role {
+            Role::Backup if i_win => {
+                // Preempting a live master waits until it has been heard steadily for a hold-off.
+                let master = self.best_master_peer(now, ip);
+                let steady = master
+                    .as_ref()
+                    .is_none_or(|(_, _, since)| now >= *since + self.params.dead_period());
+                if steady && !self.better_peer_joining(now, ip, &my_rank) {
+                    let why = match master {
+                        Some((_, id, _)) => format!("preempting {id}: better priority"),
+                        None => "no better node alive".to_string(),
+                    };
+                    self.set_role(i, Role::Claiming, &why, out);
+                }
+            }
+            Role::Claiming if !i_win && self.slots[i].inflight.is_none() => {
+                self.set_role(i, Role::Backup, "a better node is eligible", out);
+            }
+            Role::Master => {
+                if let Some((_, id, _)) = better_master {
+                    self.slots[i].to_fence.clear();
+                    self.set_role(i, Role::Backup, &format!("{id} took over"), out);
+                }
+            }
+            Role::Leaving => {
+                let slot = &self.slots[i];
+                let since = slot.leaving_since.unwrap_or(now);
+                let we_hold = slot.holders.as_ref().is_some_and(|(h, _)| h.contains(&me));
+                let successor = self.best_master_peer(now, ip).is_some();
+                let anyone_alive = self
+                    .peers
+                    .values()
+                    .any(|p| self.alive(now, p) && !p.leaving);
+                let timed_out = now >= since + self.params.leave_timeout;
+                let idle = slot.inflight.is_none();
+                let may_call = idle && slot.retry_at.is_none_or(|r| now >= r);
+                let holders_known = slot.holders.is_some();
+                if successor || !anyone_alive || timed_out || !we_hold {
+                    if may_call {
+                        self.set_alias(i, false, out);
+                        if we_hold || !holders_known {
+                            self.start_op(i, Op::Detach(me), out);
+                        } else {
+                            self.set_role(i, Role::Stopped, "released", out);
+                        }
+                    } else if timed_out && idle {
+                        // Give up releasing after the timeout plus retries: exit anyway.
+                        self.set_role(i, Role::Stopped, "release failed", out);
+                    }
+                }
+                return;
+            }
+            _ => {}
+        }
+        let want = self.desired_alias(i);
+        self.set_alias(i, want, out);
+
+        // Provider calls: one at a time per address, after any backoff.
+        let slot = &self.slots[i];
+        if slot.inflight.is_some() || slot.retry_at.is_some_and(|r| now < r) {
+            return;
+        }
+        match slot.role {
+            Role::Claiming => self.start_op(i, Op::Attach, out),
+            Role::Master if !slot.to_fence.is_empty() => {
+                // Never fence a live peer that outranks us: it is taking over, and we yield as
+                // soon as its Master heartbeat arrives. Everyone else (dead peers, worse peers,
+                // instances not running exoip) loses the address.
+                let targets: Vec<String> = slot.to_fence.iter().cloned().collect();
+                let my_rank = (self.effective(slot.priority), me.clone());
+                let target = targets.into_iter().find(|id| {
+                    !self.peers.get(id).is_some_and(|p| {
+                        self.eligible_entry(now, p, ip)
+                            .is_some_and(|e| (e.priority, id.clone()) < my_rank)
+                    })
+                });
+                match target {
+                    Some(t) => self.start_op(i, Op::Detach(t), out),
+                    None => self.slots[i].to_fence.clear(),
+                }
+            }
+            _ if now >= slot.next_reconcile => self.start_op(i, Op::ReadHolders, out),
+            _ => {}
+        }
+    }
+
+    /// Whether this node should have the alias for slot `i` now: as master, and while in the
+    /// start-up hold-off when the API says we still hold the address (a restart keeps serving).
+    fn desired_alias(&self, i: usize) -> bool {
+        let s = &self.slots[i];
+        match s.role {
+            Role::Master => true,
+            Role::Init => s
+                .holders
+                .as_ref()
+                .is_some_and(|(h, _)| h.contains(&self.params.node)),
+            // Keep whatever we had until the attach or the release settles it.
+            Role::Claiming | Role::Leaving => s.alias_on,
+            Role::Backup | Role::Stopped => false,
+        }
+    }
+
+    fn set_alias(&mut self, i: usize, on: bool, out: &mut Vec<Action>) {
+        if self.slots[i].alias_on != on {
+            self.slots[i].alias_on = on;
+            let ip = self.slots[i].ip;
+            out.push(if on {
+                Action::AddAlias(ip)
+            } else {
+                Action::RemoveAlias(ip)
+            });
+        }
+    }
+
+    fn advert(&self) -> Advert {
+        Advert {
+            node: self.params.node.clone(),
+            leaving: self.stopping,
+            entries: self
+                .slots
+                .iter()
+                .map(|s| Entry {
+                    ip: s.ip,
+                    priority: self.effective(s.priority),
+                    state: s.role.wire(),
+                    epoch: 0,
+                })
+                .collect(),
+        }
+    }
+}

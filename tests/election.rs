@@ -1,0 +1,601 @@
+//! The decision core in simulated time: several cores, a network with latency and partitions,
+//! and a cloud with API latency, failures and a holder timeline. Deterministic: no clocks, no I/O.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use exoip::election::{Action, Core, Input, Op, OpResult, Params, Role, Signal, Time, WatchedIp};
+
+const EIP: &str = "203.0.113.10";
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn eip() -> IpAddr {
+    EIP.parse().unwrap()
+}
+
+fn params(node: &str, interval: Duration, ratio: u32) -> Params {
+    Params {
+        node: node.to_string(),
+        interval,
+        dead_ratio: ratio,
+        reconcile_interval: Duration::from_secs(30),
+        leave_timeout: interval * ratio * 2,
+        backoff_base: ms(100),
+        backoff_max: Duration::from_secs(5),
+        jitter_seed: 42,
+    }
+}
+
+#[derive(Debug)]
+enum Event {
+    /// Deliver a heartbeat to node `to`.
+    Deliver {
+        to: usize,
+        input: Input,
+    },
+    /// A provider call of node `node` completes: apply it to the cloud, then report.
+    ApiDone {
+        node: usize,
+        ip: IpAddr,
+        id: u64,
+        op: Op,
+    },
+    Wake(usize),
+}
+
+struct Node {
+    core: Core,
+    up: bool,
+    alias: BTreeSet<IpAddr>,
+    exited: bool,
+    transitions: Vec<(Time, Role, Role, String)>,
+}
+
+struct Cluster {
+    now: Time,
+    nodes: Vec<Node>,
+    queue: BinaryHeap<Reverse<(Time, u64, usize)>>,
+    events: BTreeMap<u64, Event>,
+    seq: u64,
+    net_latency: Duration,
+    api_latency: Duration,
+    /// Pairs (from, to) whose heartbeats are dropped.
+    cut: BTreeSet<(usize, usize)>,
+    /// Node indexes whose API calls fail.
+    api_down: BTreeSet<usize>,
+    holders: BTreeMap<IpAddr, BTreeSet<String>>,
+    /// (time, holders) after every change.
+    timeline: Vec<(Time, BTreeSet<String>)>,
+    api_calls: usize,
+}
+
+impl Cluster {
+    fn new(specs: &[(&str, u8)], interval: Duration, ratio: u32) -> Self {
+        let mut c = Cluster {
+            now: Time::ZERO,
+            nodes: Vec::new(),
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            seq: 0,
+            net_latency: ms(1),
+            api_latency: ms(20),
+            cut: BTreeSet::new(),
+            api_down: BTreeSet::new(),
+            holders: BTreeMap::new(),
+            timeline: vec![(Time::ZERO, BTreeSet::new())],
+            api_calls: 0,
+        };
+        for (name, prio) in specs {
+            c.add_node(name, *prio, interval, ratio);
+        }
+        c
+    }
+
+    fn add_node(&mut self, name: &str, prio: u8, interval: Duration, ratio: u32) -> usize {
+        let ips = [WatchedIp {
+            ip: eip(),
+            priority: prio,
+        }];
+        let core = Core::new(params(name, interval, ratio), &ips, self.now);
+        self.nodes.push(Node {
+            core,
+            up: true,
+            alias: BTreeSet::new(),
+            exited: false,
+            transitions: Vec::new(),
+        });
+        let i = self.nodes.len() - 1;
+        self.input(i, Input::Tick);
+        i
+    }
+
+    /// Restarts node `i` with a fresh core (a new process), keeping its alias state (the kernel's).
+    fn restart(&mut self, i: usize, prio: u8, interval: Duration, ratio: u32) {
+        let name = self.nodes[i].core.params().node.clone();
+        let ips = [WatchedIp {
+            ip: eip(),
+            priority: prio,
+        }];
+        self.nodes[i].core = Core::new(params(&name, interval, ratio), &ips, self.now);
+        self.nodes[i].up = true;
+        self.nodes[i].exited = false;
+        self.input(i, Input::Tick);
+    }
+
+    fn push(&mut self, at: Time, ev: Event) {
+        self.seq += 1;
+        let target = match &ev {
+            Event::Deliver { to, .. } => *to,
+            Event::ApiDone { node, .. } => *node,
+            Event::Wake(n) => *n,
+        };
+        self.events.insert(self.seq, ev);
+        self.queue.push(Reverse((at, self.seq, target)));
+    }
+
+    fn name(&self, i: usize) -> String {
+        self.nodes[i].core.params().node.clone()
+    }
+
+    fn input(&mut self, i: usize, input: Input) {
+        if !self.nodes[i].up {
+            return;
+        }
+        let actions = self.nodes[i].core.handle(self.now, input);
+        for a in actions {
+            self.execute(i, a);
+        }
+        let next = self.nodes[i].core.next_deadline(self.now);
+        self.push(next, Event::Wake(i));
+    }
+
+    fn execute(&mut self, i: usize, action: Action) {
+        match action {
+            Action::Send(advert) => {
+                for to in 0..self.nodes.len() {
+                    if to != i && !self.cut.contains(&(i, to)) {
+                        let at = self.now + self.net_latency;
+                        self.push(
+                            at,
+                            Event::Deliver {
+                                to,
+                                input: Input::Heartbeat(advert.clone()),
+                            },
+                        );
+                    }
+                }
+            }
+            Action::Call { ip, id, op } => {
+                self.api_calls += 1;
+                let at = self.now + self.api_latency;
+                self.push(
+                    at,
+                    Event::ApiDone {
+                        node: i,
+                        ip,
+                        id,
+                        op,
+                    },
+                );
+            }
+            Action::AddAlias(ip) => {
+                self.nodes[i].alias.insert(ip);
+            }
+            Action::RemoveAlias(ip) => {
+                self.nodes[i].alias.remove(&ip);
+            }
+            Action::Transition {
+                from, to, reason, ..
+            } => {
+                let now = self.now;
+                self.nodes[i].transitions.push((now, from, to, reason));
+            }
+            Action::CallFailed { .. } => {}
+            Action::Exit => {
+                self.nodes[i].exited = true;
+                self.nodes[i].up = false;
+            }
+        }
+    }
+
+    fn api(&mut self, i: usize, ip: IpAddr, op: &Op) -> OpResult {
+        if self.api_down.contains(&i) {
+            return OpResult::Failed {
+                kind: "retryable",
+                message: "down".into(),
+                retry_after: None,
+            };
+        }
+        let me = self.name(i);
+        let set = self.holders.entry(ip).or_default();
+        let changed = match op {
+            Op::ReadHolders => return OpResult::Holders(set.iter().cloned().collect()),
+            Op::Attach => set.insert(me),
+            Op::Detach(who) => set.remove(who),
+        };
+        if changed {
+            let snapshot = set.clone();
+            self.timeline.push((self.now, snapshot));
+        }
+        OpResult::Done
+    }
+
+    fn run_until(&mut self, until: Time) {
+        while let Some(Reverse((at, seq, _))) = self.queue.peek().cloned() {
+            if at > until {
+                break;
+            }
+            self.queue.pop();
+            self.now = at;
+            let ev = self.events.remove(&seq).unwrap();
+            match ev {
+                Event::Deliver { to, input } => self.input(to, input),
+                Event::Wake(n) => self.input(n, Input::Tick),
+                Event::ApiDone { node, ip, id, op } => {
+                    // A dead VM's in-flight call still reaches the cloud, but nobody hears back.
+                    let result = self.api(node, ip, &op);
+                    self.input(node, Input::OpDone { ip, id, result });
+                }
+            }
+        }
+        self.now = until;
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        self.run_until(until);
+    }
+
+    fn kill(&mut self, i: usize) {
+        self.nodes[i].up = false;
+    }
+
+    fn holders_now(&self) -> BTreeSet<String> {
+        self.holders.get(&eip()).cloned().unwrap_or_default()
+    }
+
+    fn alias_nodes(&self) -> Vec<String> {
+        // A dead VM's alias does not matter: only running nodes count.
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].up && self.nodes[i].alias.contains(&eip()))
+            .map(|i| self.name(i))
+            .collect()
+    }
+
+    fn masters(&self) -> Vec<String> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].up)
+            .filter(|&i| self.nodes[i].core.status(self.now)[0].role == Role::Master)
+            .map(|i| self.name(i))
+            .collect()
+    }
+
+    /// Longest interval with no holder after `from`, and the first time it became non-empty.
+    fn longest_gap_after(&self, from: Time) -> Duration {
+        let mut longest = Duration::ZERO;
+        let mut empty_since: Option<Time> = None;
+        for (t, h) in &self.timeline {
+            if h.is_empty() {
+                empty_since.get_or_insert(*t);
+            } else if let Some(s) = empty_since.take() {
+                if *t > from {
+                    longest = longest.max(*t - s.max(from));
+                }
+            }
+        }
+        if let Some(s) = empty_since {
+            longest = longest.max(self.now - s.max(from));
+        }
+        longest
+    }
+
+    fn first_time_held_by(&self, who: &str, after: Time) -> Option<Time> {
+        self.timeline
+            .iter()
+            .find(|(t, h)| *t >= after && h.contains(who))
+            .map(|(t, _)| *t)
+    }
+
+    fn first_time_not_held_by(&self, who: &str, after: Time) -> Option<Time> {
+        self.timeline
+            .iter()
+            .find(|(t, h)| *t >= after && !h.contains(who))
+            .map(|(t, _)| *t)
+    }
+
+    fn dump(&self) -> String {
+        let mut s = format!("timeline: {:?}\n", self.timeline);
+        for n in &self.nodes {
+            s += &format!("{}: {:?}\n", n.core.params().node, n.transitions);
+        }
+        s
+    }
+
+    /// Asserts the settled state: exactly `who` holds per the API, is master, has the alias.
+    fn assert_settled_on(&self, who: &str) {
+        if self.holders_now().len() != 1
+            || self.masters() != vec![who.to_string()]
+            || self.alias_nodes() != vec![who.to_string()]
+        {
+            eprintln!("{}", self.dump());
+        }
+        let expect: BTreeSet<String> = [who.to_string()].into();
+        assert_eq!(self.holders_now(), expect, "API holders");
+        assert_eq!(self.masters(), vec![who.to_string()], "masters");
+        assert_eq!(self.alias_nodes(), vec![who.to_string()], "alias");
+    }
+}
+
+fn three(interval: Duration) -> Cluster {
+    Cluster::new(&[("lb1", 10), ("lb2", 20), ("lb3", 30)], interval, 3)
+}
+
+#[test]
+fn cold_start_elects_the_lowest_priority_after_hold_off() {
+    let mut c = three(ms(1000));
+    c.run_for(ms(2900));
+    assert!(
+        c.holders_now().is_empty(),
+        "nobody claims during the hold-off"
+    );
+    assert!(c.masters().is_empty());
+    c.run_for(ms(2000));
+    c.assert_settled_on("lb1");
+    // Stable: nothing changes over a long time, including reconciles.
+    let changes = c.timeline.len();
+    c.run_for(Duration::from_secs(120));
+    c.assert_settled_on("lb1");
+    assert_eq!(c.timeline.len(), changes, "no churn once settled");
+}
+
+#[test]
+fn equal_priorities_give_exactly_one_holder() {
+    let mut c = Cluster::new(&[("b", 10), ("a", 10), ("c", 10)], ms(1000), 3);
+    c.run_for(Duration::from_secs(10));
+    // Ties break by instance id: "a" wins.
+    c.assert_settled_on("a");
+    assert!(
+        c.timeline.iter().all(|(_, h)| h.len() <= 1),
+        "never two holders: {:?}",
+        c.timeline
+    );
+}
+
+#[test]
+fn kill_of_the_holder_fails_over_within_the_dead_period() {
+    for (interval, ratio) in [(ms(1000), 3), (ms(100), 3)] {
+        let mut c = Cluster::new(&[("lb1", 10), ("lb2", 20), ("lb3", 30)], interval, ratio);
+        c.run_for(interval * ratio * 3);
+        c.assert_settled_on("lb1");
+        let killed_at = c.now;
+        c.kill(0);
+        c.run_for(interval * ratio * 3);
+        let attached = c
+            .first_time_held_by("lb2", killed_at)
+            .expect("lb2 attached");
+        let took = attached - killed_at;
+        let dead = interval * ratio;
+        assert!(
+            took <= dead + c.api_latency + ms(5),
+            "failover took {took:?} (dead period {dead:?})"
+        );
+        assert!(
+            took >= dead - interval,
+            "not before the peer is dead: {took:?}"
+        );
+        let detached = c
+            .first_time_not_held_by("lb1", killed_at)
+            .expect("lb1 fenced");
+        assert!(
+            detached - attached <= ms(100),
+            "dead one detached {:?} after attach",
+            detached - attached
+        );
+        // lb1's kernel still has the alias, but lb1 is down; among live nodes only lb2.
+        let live_alias: Vec<String> = (1..3)
+            .filter(|&i| c.nodes[i].alias.contains(&eip()))
+            .map(|i| c.name(i))
+            .collect();
+        assert_eq!(live_alias, vec!["lb2".to_string()]);
+        assert_eq!(c.holders_now(), ["lb2".to_string()].into());
+        assert_eq!(c.masters(), vec!["lb2".to_string()]);
+    }
+}
+
+#[test]
+fn graceful_stop_hands_over_without_a_gap_and_exits() {
+    let mut c = three(ms(1000));
+    c.run_for(ms(6000));
+    c.assert_settled_on("lb1");
+    let t0 = c.now;
+    c.input(0, Input::Signal(Signal::Stop));
+    c.run_for(ms(2000));
+    assert!(c.nodes[0].exited, "lb1 exits after handing over");
+    let attached = c.first_time_held_by("lb2", t0).unwrap();
+    assert!(
+        attached - t0 <= ms(100),
+        "successor attached {:?} after SIGTERM",
+        attached - t0
+    );
+    assert_eq!(
+        c.longest_gap_after(t0),
+        Duration::ZERO,
+        "no interval without holder: {:?}",
+        c.timeline
+    );
+    assert_eq!(c.holders_now(), ["lb2".to_string()].into());
+    assert!(
+        !c.nodes[0].alias.contains(&eip()),
+        "the leaver removed its alias"
+    );
+    assert_eq!(c.alias_nodes(), vec!["lb2".to_string()]);
+}
+
+#[test]
+fn restart_of_the_holder_has_no_gap_and_it_takes_back_over() {
+    let mut c = three(ms(1000));
+    c.run_for(ms(6000));
+    let t0 = c.now;
+    c.input(0, Input::Signal(Signal::Stop));
+    c.run_for(ms(1000));
+    assert!(c.nodes[0].exited);
+    c.restart(0, 10, ms(1000), 3);
+    c.run_for(Duration::from_secs(15));
+    assert_eq!(c.longest_gap_after(t0), Duration::ZERO, "{:?}", c.timeline);
+    c.assert_settled_on("lb1");
+    assert!(c.timeline.iter().all(|(_, h)| h.len() <= 2));
+}
+
+#[test]
+fn single_node_stop_releases_at_once() {
+    let mut c = Cluster::new(&[("solo", 10)], ms(1000), 3);
+    c.run_for(ms(5000));
+    c.assert_settled_on("solo");
+    c.input(0, Input::Signal(Signal::Stop));
+    c.run_for(ms(200));
+    assert!(c.nodes[0].exited);
+    assert!(
+        c.holders_now().is_empty(),
+        "legacy behaviour: dissociate on stop"
+    );
+}
+
+#[test]
+fn a_better_node_joining_preempts_without_a_gap() {
+    let mut c = Cluster::new(&[("lb2", 20), ("lb3", 30)], ms(1000), 3);
+    c.run_for(ms(6000));
+    c.assert_settled_on("lb2");
+    let t0 = c.now;
+    c.add_node("lb1", 10, ms(1000), 3);
+    c.run_for(ms(2500));
+    assert_eq!(
+        c.holders_now(),
+        ["lb2".to_string()].into(),
+        "no preemption during the joiner's hold-off"
+    );
+    c.run_for(ms(10000));
+    c.assert_settled_on("lb1");
+    assert_eq!(c.longest_gap_after(t0), Duration::ZERO);
+}
+
+#[test]
+fn priority_signals_move_the_address() {
+    let mut c = Cluster::new(&[("lb1", 10), ("lb2", 10)], ms(1000), 3);
+    c.run_for(ms(6000));
+    c.assert_settled_on("lb1");
+    // SIGUSR1 lowers lb2's priority value to 9: it wins.
+    c.input(1, Input::Signal(Signal::Promote));
+    c.run_for(ms(10000));
+    c.assert_settled_on("lb2");
+    // SIGUSR2 twice: back to 11, lb1 (10) wins again.
+    c.input(1, Input::Signal(Signal::Demote));
+    c.input(1, Input::Signal(Signal::Demote));
+    c.run_for(ms(10000));
+    c.assert_settled_on("lb1");
+}
+
+#[test]
+fn failed_api_calls_are_retried_with_backoff_until_they_succeed() {
+    let mut c = Cluster::new(&[("lb1", 10), ("lb2", 20)], ms(1000), 3);
+    c.api_down.insert(0);
+    c.run_for(ms(10000));
+    assert!(c.holders_now().is_empty());
+    let calls = c.api_calls;
+    // Backoff: 7 s of failures must not mean hundreds of calls.
+    assert!(calls < 40, "{calls} calls while failing");
+    c.api_down.clear();
+    c.run_for(ms(6000));
+    c.assert_settled_on("lb1");
+}
+
+#[test]
+fn reconcile_reattaches_when_the_address_was_taken_away() {
+    let mut c = Cluster::new(&[("lb1", 10), ("lb2", 20)], ms(1000), 3);
+    c.run_for(ms(6000));
+    c.assert_settled_on("lb1");
+    // Someone detaches the address behind our back.
+    c.holders.get_mut(&eip()).unwrap().clear();
+    c.timeline.push((c.now, BTreeSet::new()));
+    c.run_for(Duration::from_secs(31));
+    c.assert_settled_on("lb1");
+}
+
+#[test]
+fn reconcile_fences_a_stray_holder() {
+    let mut c = Cluster::new(&[("lb1", 10), ("lb2", 20)], ms(1000), 3);
+    c.run_for(ms(6000));
+    c.holders
+        .get_mut(&eip())
+        .unwrap()
+        .insert("intruder".to_string());
+    c.run_for(Duration::from_secs(31));
+    c.assert_settled_on("lb1");
+}
+
+#[test]
+fn restarted_holder_keeps_its_alias_during_hold_off_when_alone() {
+    let mut c = Cluster::new(&[("solo", 10)], ms(1000), 3);
+    c.run_for(ms(5000));
+    c.assert_settled_on("solo");
+    // kill -9 and restart: the API still shows us attached; the alias must stay.
+    c.kill(0);
+    let t0 = c.now;
+    c.restart(0, 10, ms(1000), 3);
+    c.run_for(ms(10000));
+    assert_eq!(c.longest_gap_after(t0), Duration::ZERO);
+    assert!(c.nodes[0].alias.contains(&eip()));
+    c.assert_settled_on("solo");
+}
+
+#[test]
+fn a_leaving_peer_is_not_eligible_and_a_dead_one_is_fenced() {
+    let mut c = three(ms(100));
+    c.run_for(ms(1000));
+    c.assert_settled_on("lb1");
+    c.kill(0);
+    c.kill(1);
+    c.run_for(ms(1500));
+    c.assert_settled_on("lb3");
+}
+
+#[test]
+fn heartbeat_partition_does_not_trigger_failover_before_the_dead_period() {
+    let mut c = three(ms(1000));
+    c.run_for(ms(6000));
+    // One of lb1's heartbeats is lost (a gap of 2 intervals < the 3-interval dead period):
+    // nothing may change.
+    c.cut.insert((0, 1));
+    c.cut.insert((0, 2));
+    let before = c.timeline.len();
+    c.run_for(ms(1000));
+    c.cut.clear();
+    c.run_for(ms(10000));
+    assert_eq!(
+        c.timeline.len(),
+        before,
+        "no ownership change: {}",
+        c.dump()
+    );
+    c.assert_settled_on("lb1");
+}
+
+#[test]
+fn next_deadline_is_always_in_the_future() {
+    let ips = [WatchedIp {
+        ip: eip(),
+        priority: 10,
+    }];
+    let mut core = Core::new(params("x", ms(100), 3), &ips, Time::ZERO);
+    let mut now = Time::ZERO;
+    for _ in 0..1000 {
+        let _ = core.handle(now, Input::Tick);
+        let next = core.next_deadline(now);
+        assert!(next > now);
+        now = next;
+    }
+}
