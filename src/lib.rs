@@ -1,1 +1,14 @@
 //! exoip: failover agent for cloud elastic IPs.
+//!
+//! `election` decides (no I/O, no clock), `agent` drives it (sockets, timers, provider calls,
+//! alias, signals), `wire` is the heartbeat format, `alias` puts the address on loopback,
+//! `cli`/`config` turn flags and environment into one validated configuration, `lab` builds
+//! network-namespace test beds for the demo, the end-to-end tests and the benchmarks.
+
+pub mod agent;
+pub mod alias;
+pub mod cli;
+pub mod config;
+pub mod election;
+pub mod lab;
+pub mod wire;

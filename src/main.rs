@@ -1,1 +1,64 @@
-fn main() {}
+//! The `exoip` binary: parse the command line, run the chosen mode, map errors to exit codes.
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches};
+use exoip::cli::{normalize_legacy_args, Cli, Command};
+
+fn main() -> ExitCode {
+    let args = normalize_legacy_args(std::env::args_os());
+    let matches = match Cli::command().try_get_matches_from(args) {
+        Ok(m) => m,
+        Err(e) => return clap_error(e),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => return clap_error(e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("exoip: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = match cli.command {
+        Some(Command::Sim(args)) => {
+            exoip::agent::init_logging(false, false);
+            runtime
+                .block_on(exoip_providers::sim::cli::run(args))
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        }
+        Some(Command::Demo(args)) => runtime.block_on(exoip::lab::run_demo(args)),
+        Some(Command::Lab { command }) => runtime.block_on(exoip::lab::run_lab(command)),
+        None => return exoip::agent::main(cli.agent, &matches, runtime),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("exoip: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Help and version go to stdout with status 0; usage errors are one line on stderr, status 2.
+fn clap_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        _ => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("exoip: {}", first.trim_start_matches("error: "));
+            ExitCode::from(2)
+        }
+    }
+}

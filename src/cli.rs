@@ -1,0 +1,329 @@
+//! The command line: exoip-compatible short flags, long flags, `IF_*` environment, subcommands.
+//!
+//! The old Go exoip used Go's `flag` package, so its two-letter flags (`-xi`, `-xk`, `-xs`, `-xe`)
+//! and `-flag=value` forms must keep working; [`normalize_legacy_args`] rewrites them into the
+//! long forms clap understands before parsing.
+
+use std::ffi::OsString;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Two-letter flags of the Go exoip, rewritten to their long names.
+const LEGACY_FLAGS: &[(&str, &str)] = &[
+    ("-xi", "--xi"),
+    ("-xk", "--xk"),
+    ("-xs", "--xs"),
+    ("-xe", "--xe"),
+];
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "exoip",
+    version,
+    about = "Failover agent for cloud elastic IPs: heartbeats between peers, the cloud API to move the IP",
+    long_about = None,
+    args_conflicts_with_subcommands = true,
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub agent: AgentArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the simulated cloud (API v2 + metadata service) for tests and demos.
+    Sim(exoip_providers::sim::cli::SimArgs),
+    /// Three hosts in network namespaces, the simulated cloud, a kill and the takeover timeline (root).
+    Demo(crate::lab::DemoArgs),
+    /// Test-bed helpers used by the demo, the end-to-end tests and the benchmarks.
+    #[command(hide = true)]
+    Lab {
+        #[command(subcommand)]
+        command: crate::lab::LabCommand,
+    },
+}
+
+/// The agent's flags. Every flag also reads its ifupdown-style variable; a flag given on the
+/// command line wins over the environment.
+#[derive(Args, Debug, Default, Clone)]
+pub struct AgentArgs {
+    /// Watchdog mode: heartbeat with peers and keep the IP on the best healthy node.
+    #[arg(short = 'W', long = "watchdog", help_heading = "Modes")]
+    pub watchdog: bool,
+    /// Associate the IP with this instance and exit.
+    #[arg(short = 'A', long = "associate", help_heading = "Modes")]
+    pub associate: bool,
+    /// Dissociate the IP from this instance and exit.
+    #[arg(short = 'D', long = "dissociate", help_heading = "Modes")]
+    pub dissociate: bool,
+    /// Validate the configuration, print it (secrets redacted) and exit.
+    #[arg(short = 'n', long = "validate", help_heading = "Modes")]
+    pub validate: bool,
+
+    /// The elastic IP to watch (repeatable for several IPs). Legacy: -xi.
+    #[arg(
+        long = "xi",
+        visible_alias = "address",
+        env = "IF_ADDRESS",
+        value_delimiter = ',',
+        value_name = "IP"
+    )]
+    pub addresses: Vec<String>,
+    /// Priority, 1..=255; the lowest value wins.
+    #[arg(
+        short = 'P',
+        long = "priority",
+        env = "IF_HOST_PRIORITY",
+        value_name = "N"
+    )]
+    pub priority: Option<String>,
+    /// Heartbeat bind address: `:PORT`, `IP`, `IP:PORT` or `[IPv6]:PORT`.
+    #[arg(short = 'l', long = "bind", env = "IF_BIND_TO", value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// Peers, `IP` or `IP:PORT` (repeatable, comma separated).
+    #[arg(
+        short = 'p',
+        long = "peer",
+        env = "IF_EXOSCALE_PEERS",
+        value_delimiter = ',',
+        value_name = "PEER"
+    )]
+    pub peers: Vec<String>,
+    /// Discover peers as the running members of this security group (name or id).
+    #[arg(
+        short = 'G',
+        long = "peer-group",
+        env = "IF_EXOSCALE_PEER_GROUP",
+        value_name = "GROUP"
+    )]
+    pub peer_group: Option<String>,
+    /// Own instance id; default: from the metadata service.
+    #[arg(
+        short = 'i',
+        long = "instance-id",
+        env = "IF_EXOSCALE_INSTANCE_ID",
+        value_name = "ID"
+    )]
+    pub instance_id: Option<String>,
+    /// A peer is dead after this many intervals without a valid heartbeat (>= 2).
+    #[arg(
+        short = 'r',
+        long = "dead-ratio",
+        env = "IF_DEAD_RATIO",
+        value_name = "N"
+    )]
+    pub dead_ratio: Option<String>,
+    /// Heartbeat interval: seconds (`1`, `0.1`) or with a unit (`100ms`, `2s`).
+    #[arg(
+        short = 't',
+        long = "interval",
+        env = "IF_ADVERTISEMENT_INTERVAL",
+        value_name = "DURATION"
+    )]
+    pub interval: Option<String>,
+
+    /// API key. Legacy: -xk. Also read from EXOSCALE_API_KEY.
+    #[arg(
+        long = "xk",
+        visible_alias = "api-key",
+        env = "IF_EXOSCALE_API_KEY",
+        value_name = "KEY",
+        help_heading = "Cloud API"
+    )]
+    pub api_key: Option<String>,
+    /// API secret (visible in `ps`: prefer --api-secret-file or the environment). Legacy: -xs.
+    /// Also read from EXOSCALE_API_SECRET.
+    #[arg(
+        long = "xs",
+        visible_alias = "api-secret",
+        env = "IF_EXOSCALE_API_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET",
+        help_heading = "Cloud API"
+    )]
+    pub api_secret: Option<String>,
+    /// Read the API secret from this file (first line).
+    #[arg(
+        long = "api-secret-file",
+        value_name = "PATH",
+        help_heading = "Cloud API"
+    )]
+    pub api_secret_file: Option<String>,
+    /// API v2 endpoint. Default: https://api-{zone}.exoscale.com/v2. Legacy: -xe.
+    #[arg(
+        long = "xe",
+        visible_alias = "api-endpoint",
+        env = "IF_EXOSCALE_API_ENDPOINT",
+        value_name = "URL",
+        help_heading = "Cloud API"
+    )]
+    pub api_endpoint: Option<String>,
+    /// Zone of the instances and the elastic IP.
+    #[arg(
+        long = "zone",
+        env = "EXOSCALE_ZONE",
+        value_name = "ZONE",
+        help_heading = "Cloud API"
+    )]
+    pub zone: Option<String>,
+    /// Base URL of the instance metadata service.
+    #[arg(
+        long = "metadata-url",
+        env = "EXOIP_METADATA_URL",
+        value_name = "URL",
+        help_heading = "Cloud API"
+    )]
+    pub metadata_url: Option<String>,
+    /// Per-request timeout of API calls.
+    #[arg(
+        long = "api-timeout",
+        value_name = "DURATION",
+        help_heading = "Cloud API"
+    )]
+    pub api_timeout: Option<String>,
+
+    /// Heartbeat key file (at least 16 bytes). Default: derived from the API secret, so peers
+    /// sharing an API key authenticate each other with no extra configuration.
+    #[arg(
+        long = "auth-key-file",
+        value_name = "PATH",
+        help_heading = "Heartbeats"
+    )]
+    pub auth_key_file: Option<String>,
+    /// Heartbeat group name: datagrams of other groups are ignored.
+    #[arg(
+        long = "group",
+        env = "EXOIP_GROUP",
+        value_name = "NAME",
+        help_heading = "Heartbeats"
+    )]
+    pub group: Option<String>,
+    /// Reject heartbeats whose timestamp is further than this from the local clock (0: off).
+    #[arg(
+        long = "max-clock-skew",
+        value_name = "DURATION",
+        help_heading = "Heartbeats"
+    )]
+    pub max_clock_skew: Option<String>,
+
+    /// Compare the API, our belief and the alias this often.
+    #[arg(
+        long = "reconcile-interval",
+        value_name = "DURATION",
+        help_heading = "Behaviour"
+    )]
+    pub reconcile_interval: Option<String>,
+    /// Re-read the peer group this often.
+    #[arg(
+        long = "peer-refresh",
+        value_name = "DURATION",
+        help_heading = "Behaviour"
+    )]
+    pub peer_refresh: Option<String>,
+    /// Do not put the IP on a loopback alias (it is configured elsewhere).
+    #[arg(long = "no-alias", help_heading = "Behaviour")]
+    pub no_alias: bool,
+
+    /// Log to standard output (default: standard error).
+    #[arg(short = 'O', long = "log-stdout", help_heading = "Logging")]
+    pub log_stdout: bool,
+    /// Verbose logging.
+    #[arg(short = 'v', long = "verbose", help_heading = "Logging")]
+    pub verbose: bool,
+}
+
+/// Rewrites Go-`flag` style arguments (`-xi 1.2.3.4`, `-xi=1.2.3.4`, `-P=5`) into clap's forms.
+/// Stops at `--` and never touches the values of other flags.
+pub fn normalize_legacy_args<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString> {
+    let mut out = Vec::new();
+    let mut passthrough = false;
+    for arg in args {
+        let s = match arg.to_str() {
+            Some(s) if !passthrough => s,
+            _ => {
+                out.push(arg);
+                continue;
+            }
+        };
+        if s == "--" {
+            passthrough = true;
+            out.push(arg);
+            continue;
+        }
+        let (name, value) = match s.split_once('=') {
+            Some((n, v)) if n.starts_with('-') && !n.starts_with("--") => (n, Some(v)),
+            _ => (s, None),
+        };
+        if let Some((_, long)) = LEGACY_FLAGS.iter().find(|(short, _)| *short == name) {
+            match value {
+                Some(v) => out.push(OsString::from(format!("{long}={v}"))),
+                None => out.push(OsString::from(*long)),
+            }
+        } else if let (Some(v), true) = (value, name.len() == 2) {
+            // `-P=5` (Go style) → `-P` `5`.
+            out.push(OsString::from(name));
+            out.push(OsString::from(v));
+        } else {
+            out.push(arg);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(args: &[&str]) -> Vec<String> {
+        normalize_legacy_args(args.iter().map(OsString::from))
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn legacy_two_letter_flags_become_long() {
+        assert_eq!(
+            norm(&[
+                "exoip",
+                "-W",
+                "-xi",
+                "203.0.113.10",
+                "-xk=EXOabc",
+                "-P=5",
+                "-xe",
+                "http://x/v2"
+            ]),
+            [
+                "exoip",
+                "-W",
+                "--xi",
+                "203.0.113.10",
+                "--xk=EXOabc",
+                "-P",
+                "5",
+                "--xe",
+                "http://x/v2"
+            ]
+        );
+    }
+
+    #[test]
+    fn values_and_passthrough_are_untouched() {
+        assert_eq!(norm(&["exoip", "--", "-xi"]), ["exoip", "--", "-xi"]);
+        assert_eq!(
+            norm(&["exoip", "--peer=1.2.3.4"]),
+            ["exoip", "--peer=1.2.3.4"]
+        );
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,568 @@
+//! Flags and environment turned into one validated [`Config`]; secrets read from files or the
+//! environment, never echoed.
+//!
+//! Every error is one line that names the offending flag, so `exoip` fails before it starts
+//! anything.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::ArgMatches;
+use exoip_providers::Secret;
+
+use crate::cli::AgentArgs;
+use crate::election::WatchedIp;
+use crate::wire::{AuthKey, DEFAULT_PORT};
+
+pub const DEFAULT_PRIORITY: u8 = 10;
+pub const DEFAULT_DEAD_RATIO: u32 = 3;
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_RECONCILE: Duration = Duration::from_secs(30);
+pub const DEFAULT_PEER_REFRESH: Duration = Duration::from_secs(60);
+pub const DEFAULT_ZONE: &str = "ch-gva-2";
+pub const DEFAULT_METADATA_URL: &str = "http://169.254.169.254";
+pub const DEFAULT_GROUP: &str = "exoip";
+pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(30);
+pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A configuration error: one line, naming the flag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Watchdog,
+    Associate,
+    Dissociate,
+}
+
+/// Where heartbeats go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Peers {
+    Static(Vec<SocketAddr>),
+    /// Members of this security group (name or id), refreshed periodically.
+    Group(String),
+    /// `-A`/`-D` need no peers.
+    None,
+}
+
+/// Where the heartbeat key came from (for `-n` output; never the key itself).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthKeySource {
+    File(String),
+    Environment,
+    DerivedFromApiSecret,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub mode: Mode,
+    pub validate_only: bool,
+    pub addresses: Vec<WatchedIp>,
+    pub priority: u8,
+    /// `None` IP: all addresses (dual stack when the host has IPv6).
+    pub bind_ip: Option<IpAddr>,
+    pub port: u16,
+    pub peers: Peers,
+    pub instance_id: Option<String>,
+    pub dead_ratio: u32,
+    pub interval: Duration,
+    pub api_key: String,
+    pub api_secret: Secret,
+    pub api_endpoint: String,
+    pub zone: String,
+    pub metadata_url: String,
+    pub api_timeout: Duration,
+    pub auth_key: AuthKey,
+    pub auth_key_source: AuthKeySource,
+    pub group: String,
+    pub max_clock_skew: Option<Duration>,
+    pub reconcile_interval: Duration,
+    pub peer_refresh: Duration,
+    pub no_alias: bool,
+    pub log_stdout: bool,
+    pub verbose: bool,
+    /// Things worth telling the operator once logging is up (never containing secrets).
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    pub fn dead_period(&self) -> Duration {
+        self.interval * self.dead_ratio
+    }
+}
+
+/// Reads an environment variable, treating empty as unset (ifupdown passes empty options).
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// `1`, `0.1` (seconds, as the Go exoip took them) or `100ms`, `2s`, `1m`.
+pub fn parse_duration(flag: &str, s: &str) -> Result<Duration, ConfigError> {
+    let s = s.trim();
+    let d = if let Ok(secs) = s.parse::<f64>() {
+        if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
+            return err(format!("{flag}: invalid duration '{s}'"));
+        }
+        Duration::from_secs_f64(secs)
+    } else {
+        humantime::parse_duration(s).map_err(|_| {
+            ConfigError(format!(
+                "{flag}: invalid duration '{s}' (use e.g. 1, 0.5, 100ms, 2s)"
+            ))
+        })?
+    };
+    Ok(d)
+}
+
+fn parse_positive_duration(flag: &str, s: &str) -> Result<Duration, ConfigError> {
+    let d = parse_duration(flag, s)?;
+    if d.is_zero() {
+        return err(format!("{flag}: must be greater than zero"));
+    }
+    Ok(d)
+}
+
+/// `IP`, `IP:PORT`, `[IPv6]:PORT` or a bare IPv6 address.
+pub fn parse_peer(s: &str) -> Result<SocketAddr, ConfigError> {
+    let s = s.trim();
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        if sa.port() == 0 {
+            return err(format!("-p/--peer: invalid port in '{s}'"));
+        }
+        return Ok(sa);
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, DEFAULT_PORT));
+    }
+    err(format!(
+        "-p/--peer: '{s}' is not IP, IP:PORT or [IPv6]:PORT"
+    ))
+}
+
+/// `:PORT` (all addresses), `IP`, `IP:PORT`, `[IPv6]:PORT`.
+pub fn parse_bind(s: &str) -> Result<(Option<IpAddr>, u16), ConfigError> {
+    let s = s.trim();
+    let bad = || {
+        ConfigError(format!(
+            "-l/--bind: '{s}' is not :PORT, IP, IP:PORT or [IPv6]:PORT"
+        ))
+    };
+    if let Some(port) = s.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        return if port == 0 {
+            Err(bad())
+        } else {
+            Ok((None, port))
+        };
+    }
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        if sa.port() == 0 {
+            return Err(bad());
+        }
+        let ip = sa.ip();
+        return Ok(((!ip.is_unspecified()).then_some(ip), sa.port()));
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(((!ip.is_unspecified()).then_some(ip), DEFAULT_PORT));
+    }
+    Err(bad())
+}
+
+/// Reads a secret from a file: refuses files others can read or write, takes the first line.
+pub fn read_secret_file(flag: &str, path: &str) -> Result<String, ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| ConfigError(format!("{flag}: cannot read {path}: {e}")))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o006 != 0 {
+        return err(format!(
+            "{flag}: {path} is accessible by other users (mode {:o}); run: chmod o-rwx {path}",
+            mode & 0o777
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("{flag}: cannot read {path}: {e}")))?;
+    let first = text.lines().next().unwrap_or("").trim().to_string();
+    if first.is_empty() {
+        return err(format!("{flag}: {path} is empty"));
+    }
+    Ok(first)
+}
+
+/// Whether the user pointed `-xe` at the retired API v1 (the Go exoip's default).
+fn is_legacy_v1_endpoint(url: &str) -> bool {
+    let u = url.trim_end_matches('/');
+    u.ends_with("/compute") || u == "https://api.exoscale.com" || u == "https://api.exoscale.ch"
+}
+
+impl Config {
+    /// Builds the configuration from parsed flags, their sources, and the environment.
+    pub fn from_args(args: &AgentArgs, matches: &ArgMatches) -> Result<Config, ConfigError> {
+        let mut warnings = Vec::new();
+
+        let modes: Vec<(&str, Mode)> = [
+            (args.watchdog, "-W/--watchdog", Mode::Watchdog),
+            (args.associate, "-A/--associate", Mode::Associate),
+            (args.dissociate, "-D/--dissociate", Mode::Dissociate),
+        ]
+        .into_iter()
+        .filter(|(on, _, _)| *on)
+        .map(|(_, name, mode)| (name, mode))
+        .collect();
+        let mode = match modes.as_slice() {
+            [(_, m)] => *m,
+            [] if args.validate => Mode::Watchdog,
+            [] => return err("no mode given: use one of -W (watchdog), -A (associate and exit), -D (dissociate and exit)"),
+            [(a, _), (b, _), ..] => return err(format!("{a} and {b} are exclusive: give exactly one mode")),
+        };
+
+        let priority = match &args.priority {
+            None => DEFAULT_PRIORITY,
+            Some(p) => match p.trim().parse::<u16>() {
+                Ok(v @ 1..=255) => v as u8,
+                _ => {
+                    return err(format!(
+                        "-P/--priority: must be an integer from 1 to 255, got '{p}'"
+                    ))
+                }
+            },
+        };
+
+        let mut addresses = Vec::new();
+        for a in args.addresses.iter().flat_map(|a| a.split_whitespace()) {
+            // ifupdown stanzas may carry `address 203.0.113.10/32`; accept a host prefix.
+            let bare = a
+                .strip_suffix("/32")
+                .or_else(|| a.strip_suffix("/128"))
+                .unwrap_or(a);
+            let ip: IpAddr = bare
+                .parse()
+                .map_err(|_| ConfigError(format!("-xi/--address: '{a}' is not an IP address")))?;
+            if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
+                return err(format!("-xi/--address: {ip} cannot be an elastic IP"));
+            }
+            if addresses.iter().any(|w: &WatchedIp| w.ip == ip) {
+                return err(format!("-xi/--address: {ip} is given twice"));
+            }
+            addresses.push(WatchedIp { ip, priority });
+        }
+        if addresses.is_empty() {
+            return err("-xi/--address: no elastic IP given (or set IF_ADDRESS)");
+        }
+
+        let (bind_ip, port) = parse_bind(args.bind.as_deref().unwrap_or(":12345"))?;
+
+        let dead_ratio = match &args.dead_ratio {
+            None => DEFAULT_DEAD_RATIO,
+            Some(r) => match r.trim().parse::<u32>() {
+                Ok(v @ 2..=100) => v,
+                _ => {
+                    return err(format!(
+                        "-r/--dead-ratio: must be an integer from 2 to 100, got '{r}'"
+                    ))
+                }
+            },
+        };
+        let interval = match &args.interval {
+            None => DEFAULT_INTERVAL,
+            Some(t) => {
+                let d = parse_positive_duration("-t/--interval", t)?;
+                if d < Duration::from_millis(10) || d > Duration::from_secs(60) {
+                    return err(format!(
+                        "-t/--interval: must be between 10ms and 60s, got '{t}'"
+                    ));
+                }
+                d
+            }
+        };
+
+        let peers = if !args.peers.is_empty() && args.peer_group.is_some() {
+            return err("-p/--peer and -G/--peer-group are exclusive: give static peers or a security group");
+        } else if let Some(g) = &args.peer_group {
+            if g.trim().is_empty() {
+                return err("-G/--peer-group: empty group name");
+            }
+            Peers::Group(g.trim().to_string())
+        } else {
+            let mut list = Vec::new();
+            for p in args.peers.iter().flat_map(|p| p.split_whitespace()) {
+                let sa = parse_peer(p)?;
+                if !list.contains(&sa) {
+                    list.push(sa);
+                }
+            }
+            if list.is_empty() {
+                if mode == Mode::Watchdog {
+                    return err("-p/--peer or -G/--peer-group: watchdog mode needs peers (a list or a security group)");
+                }
+                Peers::None
+            } else {
+                Peers::Static(list)
+            }
+        };
+
+        let api_key = args
+            .api_key
+            .clone()
+            .or_else(|| env("EXOSCALE_API_KEY"))
+            .map(|k| k.trim().to_string())
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                ConfigError("-xk/--api-key: missing API key (or set EXOSCALE_API_KEY)".into())
+            })?;
+
+        let secret_on_cli = matches.value_source("api_secret") == Some(ValueSource::CommandLine);
+        if secret_on_cli && args.api_secret_file.is_some() {
+            return err("-xs/--api-secret and --api-secret-file are exclusive");
+        }
+        let api_secret = if let Some(path) = &args.api_secret_file {
+            read_secret_file("--api-secret-file", path)?
+        } else if let Some(s) = args
+            .api_secret
+            .clone()
+            .or_else(|| env("EXOSCALE_API_SECRET"))
+        {
+            if secret_on_cli {
+                warnings.push(
+                    "the API secret was given with -xs on the command line, where any local user can read it \
+                     (ps); prefer --api-secret-file or EXOSCALE_API_SECRET"
+                        .to_string(),
+                );
+            }
+            s.trim().to_string()
+        } else {
+            return err("-xs/--api-secret: missing API secret (set EXOSCALE_API_SECRET or use --api-secret-file)");
+        };
+        if api_secret.is_empty() {
+            return err("-xs/--api-secret: the API secret is empty");
+        }
+
+        let zone = args
+            .zone
+            .clone()
+            .unwrap_or_else(|| DEFAULT_ZONE.to_string())
+            .trim()
+            .to_string();
+        if zone.is_empty() || !zone.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return err(format!("--zone: invalid zone '{zone}'"));
+        }
+        let api_endpoint = match args.api_endpoint.as_deref().map(str::trim) {
+            Some(url) if is_legacy_v1_endpoint(url) => {
+                warnings.push(format!(
+                    "-xe {url} is the retired API v1; using API v2 of zone {zone} instead"
+                ));
+                default_endpoint(&zone)
+            }
+            Some(url) => {
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return err(format!("-xe/--api-endpoint: '{url}' is not an http(s) URL"));
+                }
+                url.trim_end_matches('/').to_string()
+            }
+            None => default_endpoint(&zone),
+        };
+
+        let metadata_url = args
+            .metadata_url
+            .clone()
+            .unwrap_or_else(|| DEFAULT_METADATA_URL.to_string())
+            .trim_end_matches('/')
+            .to_string();
+        if !(metadata_url.starts_with("http://") || metadata_url.starts_with("https://")) {
+            return err(format!(
+                "--metadata-url: '{metadata_url}' is not an http(s) URL"
+            ));
+        }
+
+        let short_key = |flag: &str| {
+            ConfigError(format!(
+                "{flag}: the heartbeat key must be at least 16 bytes"
+            ))
+        };
+        let (auth_key, auth_key_source) = if let Some(path) = &args.auth_key_file {
+            let key = read_secret_file("--auth-key-file", path)?;
+            let key =
+                AuthKey::from_bytes(key.as_bytes()).map_err(|_| short_key("--auth-key-file"))?;
+            (key, AuthKeySource::File(path.clone()))
+        } else if let Some(k) = env("EXOIP_AUTH_KEY") {
+            let key = AuthKey::from_bytes(k.trim().as_bytes())
+                .map_err(|_| short_key("EXOIP_AUTH_KEY"))?;
+            (key, AuthKeySource::Environment)
+        } else {
+            (
+                AuthKey::derive_from_api_secret(&api_secret),
+                AuthKeySource::DerivedFromApiSecret,
+            )
+        };
+
+        let opt_duration =
+            |flag: &str, v: &Option<String>, default: Duration| -> Result<Duration, ConfigError> {
+                v.as_deref()
+                    .map_or(Ok(default), |s| parse_positive_duration(flag, s))
+            };
+        let reconcile_interval = opt_duration(
+            "--reconcile-interval",
+            &args.reconcile_interval,
+            DEFAULT_RECONCILE,
+        )?;
+        let peer_refresh =
+            opt_duration("--peer-refresh", &args.peer_refresh, DEFAULT_PEER_REFRESH)?;
+        let api_timeout = opt_duration("--api-timeout", &args.api_timeout, DEFAULT_API_TIMEOUT)?;
+        let max_clock_skew = match &args.max_clock_skew {
+            None => Some(DEFAULT_MAX_CLOCK_SKEW),
+            Some(s) => {
+                let d = parse_duration("--max-clock-skew", s)?;
+                (!d.is_zero()).then_some(d)
+            }
+        };
+        if let Some(skew) = max_clock_skew {
+            if skew < interval * dead_ratio {
+                return err("--max-clock-skew: must be at least one dead period (interval x dead ratio), or 0 to disable");
+            }
+        }
+
+        let group = args
+            .group
+            .clone()
+            .unwrap_or_else(|| DEFAULT_GROUP.to_string());
+        if group.is_empty() {
+            return err("--group: empty heartbeat group name");
+        }
+        let instance_id = args
+            .instance_id
+            .as_ref()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty());
+        if let Some(id) = &instance_id {
+            if id.len() > 128 || id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return err(format!("-i/--instance-id: invalid instance id '{id}'"));
+            }
+        }
+
+        Ok(Config {
+            mode,
+            validate_only: args.validate,
+            addresses,
+            priority,
+            bind_ip,
+            port,
+            peers,
+            instance_id,
+            dead_ratio,
+            interval,
+            api_key,
+            api_secret: Secret::new(api_secret),
+            api_endpoint,
+            zone,
+            metadata_url,
+            api_timeout,
+            auth_key,
+            auth_key_source,
+            group,
+            max_clock_skew,
+            reconcile_interval,
+            peer_refresh,
+            no_alias: args.no_alias,
+            log_stdout: args.log_stdout,
+            verbose: args.verbose,
+            warnings,
+        })
+    }
+
+    /// The socket address to bind heartbeats to.
+    pub fn bind_addr(&self) -> SocketAddr {
+        SocketAddr::new(
+            self.bind_ip.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+            self.port,
+        )
+    }
+}
+
+pub fn default_endpoint(zone: &str) -> String {
+    format!("https://api-{zone}.exoscale.com/v2")
+}
+
+fn show_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// The effective configuration, as `-n` prints it: every secret redacted.
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mode = match self.mode {
+            Mode::Watchdog => "watchdog (-W)",
+            Mode::Associate => "associate (-A)",
+            Mode::Dissociate => "dissociate (-D)",
+        };
+        writeln!(f, "mode               {mode}")?;
+        let ips: Vec<String> = self.addresses.iter().map(|w| w.ip.to_string()).collect();
+        writeln!(f, "addresses          {}", ips.join(", "))?;
+        writeln!(f, "priority           {}", self.priority)?;
+        let bind = match self.bind_ip {
+            Some(ip) => SocketAddr::new(ip, self.port).to_string(),
+            None => format!(":{}", self.port),
+        };
+        writeln!(f, "bind               {bind}")?;
+        match &self.peers {
+            Peers::Static(list) => {
+                let l: Vec<String> = list.iter().map(|p| p.to_string()).collect();
+                writeln!(f, "peers              {}", l.join(", "))?
+            }
+            Peers::Group(g) => writeln!(
+                f,
+                "peers              members of security group '{g}' (refreshed every {})",
+                show_duration(self.peer_refresh)
+            )?,
+            Peers::None => writeln!(f, "peers              none")?,
+        }
+        writeln!(
+            f,
+            "instance id        {}",
+            self.instance_id
+                .as_deref()
+                .unwrap_or("(from the metadata service)")
+        )?;
+        writeln!(f, "interval           {}", show_duration(self.interval))?;
+        writeln!(
+            f,
+            "dead ratio         {} (dead after {})",
+            self.dead_ratio,
+            show_duration(self.dead_period())
+        )?;
+        writeln!(f, "api endpoint       {}", self.api_endpoint)?;
+        writeln!(f, "api key            {}", self.api_key)?;
+        writeln!(f, "api secret         {}", self.api_secret)?;
+        writeln!(f, "metadata url       {}", self.metadata_url)?;
+        let key = match &self.auth_key_source {
+            AuthKeySource::File(p) => format!("[redacted] from {p}"),
+            AuthKeySource::Environment => "[redacted] from EXOIP_AUTH_KEY".to_string(),
+            AuthKeySource::DerivedFromApiSecret => {
+                "[redacted] derived from the API secret".to_string()
+            }
+        };
+        writeln!(f, "heartbeat key      {key}")?;
+        writeln!(f, "heartbeat group    {}", self.group)?;
+        writeln!(
+            f,
+            "reconcile every    {}",
+            show_duration(self.reconcile_interval)
+        )?;
+        write!(
+            f,
+            "loopback alias     {}",
+            if self.no_alias {
+                "off (--no-alias)"
+            } else {
+                "on"
+            }
+        )
+    }
+}
