@@ -1,0 +1,196 @@
+//! `exoip sim …`: the simulated cloud as a process (the demo and the end-to-end tests run it in
+//! a network namespace).
+//!
+//! On start it prints one line to stdout, `sim: api http://ADDR/v2 metadata http://ADDR` (or
+//! `metadata none`), with the addresses actually bound (so `--listen 127.0.0.1:0` works), then
+//! serves until SIGTERM or SIGINT and exits 0.
+
+use std::error::Error;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::faults::{Faults, Reason};
+use super::seed::{Seed, EXAMPLE_SEED};
+use super::{SimConfig, SimError};
+
+/// Run a simulated Exoscale API v2 (plus metadata stub) for tests and demos.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimArgs {
+    /// Initial state: zone, API keys, security groups, instances, elastic IPs (JSON; see
+    /// --example-seed).
+    #[arg(long, value_name = "FILE", required_unless_present = "example_seed")]
+    pub seed: Option<PathBuf>,
+    /// API listener (the control API is on it too, under /_sim/).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Metadata stub listener (instance identified by the request's source address).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metadata_listen: Option<SocketAddr>,
+    /// Append every holder change to this file as a JSON line (truncated at start).
+    #[arg(long, value_name = "FILE")]
+    pub timeline: Option<PathBuf>,
+    /// Initial faults as JSON (the format of PUT /_sim/faults); the flags below override it.
+    #[arg(long, value_name = "FILE")]
+    pub faults: Option<PathBuf>,
+    /// How long operations stay pending before their change applies, e.g. 0ms, 200ms.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub op_delay: Option<Duration>,
+    /// Answer mutations with an operation already in state success.
+    #[arg(long)]
+    pub op_immediate: bool,
+    /// Delay added to every API answer, e.g. 50ms.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub latency: Option<Duration>,
+    /// Re-attaching a holder or detaching a non-holder fails with this operation reason
+    /// (e.g. conflict) instead of succeeding as a no-op.
+    #[arg(long, value_name = "REASON", value_parser = parse_reason)]
+    pub noop_failure: Option<Reason>,
+    /// Route each elastic IP to its holders' public IPs with `ip route` (run it in a router
+    /// network namespace: it changes the kernel's routes).
+    #[arg(long)]
+    pub route_holders: bool,
+    /// Print an example seed file and exit.
+    #[arg(long)]
+    pub example_seed: bool,
+}
+
+fn parse_reason(s: &str) -> Result<Reason, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("{s:?} is not an operation reason (busy, conflict, fault, forbidden, incorrect, interrupted, not-found, partial, unavailable, unknown, unsupported)"))
+}
+
+impl SimArgs {
+    /// The simulator configuration these flags describe (reads the seed and faults files).
+    pub fn config(&self) -> Result<SimConfig, SimError> {
+        let path = self
+            .seed
+            .as_ref()
+            .ok_or_else(|| SimError::Invalid("--seed FILE is required".into()))?;
+        let seed = Seed::load(path)?;
+        let mut faults = match &self.faults {
+            None => Faults::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| SimError::Faults(format!("cannot read {}: {e}", p.display())))?;
+                serde_json::from_str(&text)
+                    .map_err(|e| SimError::Faults(format!("{}: {e}", p.display())))?
+            }
+        };
+        if let Some(d) = self.op_delay {
+            faults.op_delay = d;
+        }
+        if self.op_immediate {
+            faults.op_immediate = true;
+        }
+        if let Some(d) = self.latency {
+            faults.latency = d;
+        }
+        if self.noop_failure.is_some() {
+            faults.noop_failure = self.noop_failure;
+        }
+        faults.validate().map_err(SimError::Faults)?;
+        Ok(SimConfig {
+            api_listen: self.listen,
+            metadata_listen: self.metadata_listen,
+            timeline_path: self.timeline.clone(),
+            route_holders: self.route_holders,
+            faults,
+            ..SimConfig::new(seed)
+        })
+    }
+}
+
+/// Runs the simulator until SIGTERM/SIGINT (or prints the example seed).
+pub async fn run(args: SimArgs) -> Result<(), Box<dyn Error + Send + Sync>> {
+    if args.example_seed {
+        print!("{EXAMPLE_SEED}");
+        return Ok(());
+    }
+    // Before listening: whoever sees the port open may already send SIGTERM, and that must
+    // stop us cleanly rather than kill us with the default action.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+
+    let sim = super::start(args.config()?).await?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "sim: api {} metadata {}",
+            sim.api_url(),
+            sim.metadata_url().as_deref().unwrap_or("none")
+        )?;
+        // Whoever started us waits for this line (often through a pipe, which is buffered).
+        out.flush()?;
+    }
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("simulator stopping");
+    sim.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        sim: SimArgs,
+    }
+
+    #[test]
+    fn seed_is_required_unless_printing_the_example() {
+        assert!(Wrap::try_parse_from(["x"]).is_err());
+        let w = Wrap::try_parse_from(["x", "--example-seed"]).unwrap();
+        assert!(w.sim.example_seed);
+        assert_eq!(w.sim.listen, "127.0.0.1:8080".parse().unwrap());
+    }
+
+    #[test]
+    fn flags_override_the_faults_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = dir.path().join("seed.json");
+        std::fs::write(&seed, EXAMPLE_SEED).unwrap();
+        let faults = dir.path().join("faults.json");
+        std::fs::write(
+            &faults,
+            r#"{"op_delay":"1s","latency":"5ms","retry_after_secs":7}"#,
+        )
+        .unwrap();
+        let w = Wrap::try_parse_from([
+            "x",
+            "--seed",
+            seed.to_str().unwrap(),
+            "--faults",
+            faults.to_str().unwrap(),
+            "--op-delay",
+            "200ms",
+            "--op-immediate",
+            "--noop-failure",
+            "conflict",
+            "--listen",
+            "127.0.0.1:0",
+            "--metadata-listen",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        let cfg = w.sim.config().unwrap();
+        assert_eq!(cfg.faults.op_delay, Duration::from_millis(200));
+        assert_eq!(cfg.faults.latency, Duration::from_millis(5));
+        assert_eq!(cfg.faults.retry_after_secs, 7);
+        assert!(cfg.faults.op_immediate);
+        assert_eq!(cfg.faults.noop_failure, Some(Reason::Conflict));
+        assert!(cfg.metadata_listen.is_some());
+
+        assert!(Wrap::try_parse_from(["x", "--example-seed", "--op-delay", "soon"]).is_err());
+        assert!(Wrap::try_parse_from(["x", "--example-seed", "--noop-failure", "nope"]).is_err());
+    }
+}
