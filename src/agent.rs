@@ -29,6 +29,9 @@ use crate::wire::{self, Decoder, Encoder};
 /// Largest datagram we accept; anything bigger is not ours.
 const MAX_DATAGRAM: usize = 2048;
 
+/// Upper bound of one provider call, retries and operation polling included.
+const CALL_BOUND: Duration = Duration::from_secs(120);
+
 /// Entry point of the agent modes (`-W`, `-A`, `-D`, `-n`). Exit codes: 0 success, 1 runtime
 /// failure (e.g. credentials rejected), 2 invalid configuration.
 pub fn main(
@@ -383,7 +386,18 @@ async fn watchdog(cfg: Config) -> anyhow::Result<()> {
                 Action::Call { ip, id, op } => {
                     let (provider, tx, me_id) = (provider.clone(), ops_tx.clone(), me.id.clone());
                     tokio::spawn(async move {
-                        let result = call(provider.as_ref(), ip, &op, &me_id).await;
+                        // The provider bounds every call itself; this outer bound guarantees the
+                        // core always hears back, whatever a provider does.
+                        let result = tokio::time::timeout(
+                            CALL_BOUND,
+                            call(provider.as_ref(), ip, &op, &me_id),
+                        )
+                        .await
+                        .unwrap_or_else(|_| OpResult::Failed {
+                            kind: "retryable",
+                            message: format!("no answer within {CALL_BOUND:?}"),
+                            retry_after: None,
+                        });
                         let _ = tx.send(Input::OpDone { ip, id, result });
                     });
                 }

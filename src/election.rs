@@ -189,6 +189,8 @@ struct Slot {
     leaving_since: Option<Time>,
     /// Whether we last told the driver to have the alias (see `desired_alias`).
     alias_on: bool,
+    /// Reads in a row that showed us detached although we claimed: backs off re-claims.
+    disagreements: u32,
 }
 
 /// A snapshot of one address for status output.
@@ -233,6 +235,7 @@ impl Core {
                 next_reconcile: now,
                 leaving_since: None,
                 alias_on: false,
+                disagreements: 0,
             })
             .collect();
         let rng = params.jitter_seed | 1;
@@ -485,12 +488,20 @@ impl Core {
                 let me = &self.params.node;
                 slot.to_fence = holders.iter().filter(|h| *h != me).cloned().collect();
                 let self_attached = holders.iter().any(|h| h == me);
+                if self_attached {
+                    slot.disagreements = 0;
+                }
                 slot.holders = Some((holders, now));
                 slot.next_reconcile = now + self.params.reconcile_interval;
                 if slot.role != Role::Master {
                     slot.to_fence.clear();
                 }
                 if slot.role == Role::Master && !self_attached {
+                    // Back off as after a failure: if the API keeps disagreeing right after our
+                    // attach, re-claiming in a tight loop would only hammer it.
+                    slot.disagreements = slot.disagreements.saturating_add(1);
+                    let delay = self.backoff(self.slots[i].disagreements);
+                    self.slots[i].retry_at = Some(now + delay);
                     self.set_role(
                         i,
                         Role::Claiming,

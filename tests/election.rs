@@ -68,6 +68,8 @@ struct Cluster {
     cut: BTreeSet<(usize, usize)>,
     /// Node indexes whose API calls fail.
     api_down: BTreeSet<usize>,
+    /// Node indexes whose attach calls succeed but change nothing.
+    attach_ignored: BTreeSet<usize>,
     holders: BTreeMap<IpAddr, BTreeSet<String>>,
     /// (time, holders) after every change.
     timeline: Vec<(Time, BTreeSet<String>)>,
@@ -86,6 +88,7 @@ impl Cluster {
             api_latency: ms(20),
             cut: BTreeSet::new(),
             api_down: BTreeSet::new(),
+            attach_ignored: BTreeSet::new(),
             holders: BTreeMap::new(),
             timeline: vec![(Time::ZERO, BTreeSet::new())],
             api_calls: 0,
@@ -215,6 +218,7 @@ impl Cluster {
         let set = self.holders.entry(ip).or_default();
         let changed = match op {
             Op::ReadHolders => return OpResult::Holders(set.iter().cloned().collect()),
+            Op::Attach if self.attach_ignored.contains(&i) => false,
             Op::Attach => set.insert(me),
             Op::Detach(who) => set.remove(who),
         };
@@ -598,4 +602,23 @@ fn next_deadline_is_always_in_the_future() {
         assert!(next > now);
         now = next;
     }
+}
+
+#[test]
+fn an_api_that_never_shows_our_attach_is_not_hammered() {
+    let mut c = Cluster::new(&[("lb1", 10), ("lb2", 20)], ms(1000), 3);
+    c.run_for(ms(6000));
+    c.assert_settled_on("lb1");
+    // From now on the cloud acknowledges lb1's attaches but never shows them (e.g. a holder
+    // filter that cannot see it), and the address is taken away.
+    c.attach_ignored.insert(0);
+    c.holders.get_mut(&eip()).unwrap().clear();
+    let calls = c.api_calls;
+    c.run_for(Duration::from_secs(60));
+    let per_minute = c.api_calls - calls;
+    assert!(
+        per_minute < 60,
+        "{per_minute} API calls in a minute of disagreement"
+    );
+    assert!(per_minute >= 4, "it keeps trying: {per_minute}");
 }

@@ -587,9 +587,23 @@ impl Provider for Exoscale {
         let address = ip.to_string();
         let list: InstanceList = self.get("/instance", &[("ip-address", &address)]).await?;
         let deadline = Instant::now() + self.http.retry_policy().max_elapsed;
-        let mut holders = Vec::new();
+        let mut candidates = Vec::new();
         for candidate in list.instances.unwrap_or_default() {
-            let id = candidate.require_id()?;
+            candidates.push(candidate.require_id()?);
+        }
+        // Whether we hold it ourselves must not depend on the filter's undocumented matching:
+        // always ask our own instance (when we know who we are).
+        let me = self
+            .instance_id
+            .clone()
+            .or_else(|| self.metadata_id.lock().expect("poisoned").clone());
+        if let Some(me) = me {
+            if !candidates.contains(&me.0) {
+                candidates.push(me.0);
+            }
+        }
+        let mut holders = Vec::new();
+        for id in candidates {
             // The filter's exact matching is undocumented (it may match a native IP too), and
             // list items carry no elastic-ips: confirm with the instance itself.
             match self.get_instance(&id, deadline).await {
