@@ -305,7 +305,11 @@ fn seed_validation_names_the_problem() {
         ),
         (
             "used twice",
-            Box::new(|v| v["elastic_ips"][0]["ip"] = json!("192.0.2.12")),
+            Box::new(|v| {
+                let mut twin = v["elastic_ips"][0].clone();
+                twin["id"] = json!("8ea5e5c4-0000-4000-8000-0000000000ff");
+                v["elastic_ips"].as_array_mut().unwrap().push(twin);
+            }),
         ),
         (
             "used twice",

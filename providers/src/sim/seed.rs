@@ -319,12 +319,16 @@ impl Seed {
             group_ids.insert(g.id.as_str());
         }
 
-        let mut addresses: HashMap<IpAddr, String> = HashMap::new();
+        // Instance addresses and elastic IPs are unique each among their own kind only: an
+        // instance whose native IP equals an EIP's address is the very ambiguity of the
+        // `ip-address` filter that clients must survive, so a seed may set it up.
+        let mut addresses: HashMap<(bool, IpAddr), String> = HashMap::new();
         let mut claim_addr = |ip: IpAddr, what: String| -> Result<(), SeedError> {
             if ip.is_unspecified() || ip.is_multicast() {
                 return Err(invalid(format!("{what}: {ip} is not a unicast address")));
             }
-            if let Some(first) = addresses.insert(ip, what.clone()) {
+            let is_eip = what.starts_with("elastic IP");
+            if let Some(first) = addresses.insert((is_eip, ip), what.clone()) {
                 return Err(invalid(format!(
                     "address {ip} is used twice: by {first} and by {what}"
                 )));
