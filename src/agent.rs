@@ -73,10 +73,14 @@ pub fn main(
 
 pub fn init_logging(stdout: bool, verbose: bool) {
     use tracing_subscriber::EnvFilter;
+    // The netlink crates warn about kernel attributes they do not model (harmless, once per
+    // start): keep them to errors unless RUST_LOG says otherwise.
+    let quiet =
+        "netlink_packet_route=error,netlink_packet_core=error,netlink_proto=error,rtnetlink=error";
     let default = if verbose {
-        "exoip=debug,exoip_providers=debug,info"
+        format!("exoip=debug,exoip_providers=debug,info,{quiet}")
     } else {
-        "info"
+        format!("info,{quiet}")
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     use std::io::IsTerminal;
