@@ -1,0 +1,215 @@
+//! Network-namespace test beds ("labs") for the demo, the end-to-end tests and the failover
+//! benchmark, plus the small helpers they run inside the namespaces (`exoip lab ...`).
+//!
+//! A lab is a router namespace running the simulated cloud, N host namespaces running agents,
+//! and a client namespace reaching the elastic IP through the router: see [`testbed`].
+
+mod bench;
+mod demo;
+pub mod http;
+pub mod netns;
+pub mod testbed;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+pub use bench::{BenchArgs, Scenario};
+pub use netns::cleanup_leftovers;
+pub use testbed::{
+    holders_at, no_holder_intervals, no_holder_time, Host, Lab, LabConfig, TimelineEvent, EIP,
+    HEARTBEAT_PORT,
+};
+
+/// Unix time in seconds: the simulator stamps its timeline with the same clock.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// A duration as plain seconds (`1`, `0.2`) or with units (`200ms`, `1s 500ms`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<f64>() {
+        if !secs.is_finite() || secs < 0.0 {
+            return Err(format!("invalid duration {s:?}"));
+        }
+        return Ok(Duration::from_secs_f64(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Number of hosts (priorities 10, 20, 30...: lb1 is the preferred holder).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=9))]
+    pub hosts: u8,
+    /// Heartbeat interval.
+    #[arg(short = 't', long, default_value = "1", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// A peer is dead after this many intervals without a heartbeat.
+    #[arg(short = 'r', long, default_value_t = 3)]
+    pub dead_ratio: u32,
+    /// Latency of every attach/detach in the simulated cloud.
+    #[arg(long, default_value = "0", value_parser = parse_duration)]
+    pub op_delay: Duration,
+    /// Keep the lab's directory (logs, timeline) and print where it is.
+    #[arg(long)]
+    pub keep: bool,
+    /// Print the lab's construction and the logs' tails at the end.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// exoip binary to run in the namespaces (default: this one).
+    #[arg(long, value_name = "PATH", hide = true)]
+    pub exoip: Option<PathBuf>,
+    /// Extra arguments for every agent (repeatable).
+    #[arg(long = "agent-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub agent_args: Vec<String>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum LabCommand {
+    /// Answer every HTTP request with a fixed body (a host's service in the data path).
+    ServeHttp {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        body: String,
+    },
+    /// GET a URL repeatedly, one JSON line per attempt (the client of the data path).
+    FetchLoop {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+        interval: Duration,
+        #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Stop after this long (default: run until killed).
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+    },
+    /// GET a URL once and print the body; fails unless the status is 2xx.
+    HttpGet {
+        url: String,
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Measure failover times over repeated kills (root).
+    Bench(BenchArgs),
+    /// Build a lab and keep it until Ctrl-C, for poking around with `ip netns exec` (root).
+    Up {
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=9))]
+        hosts: u8,
+        #[arg(short = 't', long, default_value = "1", value_parser = parse_duration)]
+        interval: Duration,
+        #[arg(short = 'r', long, default_value_t = 3)]
+        dead_ratio: u32,
+        #[arg(long, default_value = "0", value_parser = parse_duration)]
+        op_delay: Duration,
+        /// Do not start the agents.
+        #[arg(long)]
+        no_agents: bool,
+        /// Do not start the simulated cloud (implies --no-agents).
+        #[arg(long)]
+        no_sim: bool,
+        /// HTTP servers on the hosts and a client loop.
+        #[arg(long)]
+        data_path: bool,
+    },
+    /// Remove namespaces and directories left behind by labs whose process is gone.
+    Cleanup,
+}
+
+pub async fn run_demo(args: DemoArgs) -> Result<()> {
+    demo::run(args).await
+}
+
+pub async fn run_lab(command: LabCommand) -> Result<()> {
+    match command {
+        LabCommand::ServeHttp { listen, body } => http::serve(listen, body).await,
+        LabCommand::FetchLoop {
+            url,
+            interval,
+            timeout,
+            duration,
+        } => http::fetch_loop(&url, interval, timeout, duration).await,
+        LabCommand::HttpGet { url, timeout } => {
+            let resp = http::get(&url, timeout).await?;
+            if !(200..300).contains(&resp.status) {
+                bail!("GET {url}: status {}: {}", resp.status, resp.text().trim());
+            }
+            use std::io::Write;
+            std::io::stdout().write_all(&resp.body)?;
+            Ok(())
+        }
+        LabCommand::Bench(args) => bench::run(args).await,
+        LabCommand::Up {
+            hosts,
+            interval,
+            dead_ratio,
+            op_delay,
+            no_agents,
+            no_sim,
+            data_path,
+        } => {
+            require_root("the lab")?;
+            let mut cfg = LabConfig::new(std::env::current_exe()?);
+            cfg.hosts = hosts.into();
+            cfg.interval = interval;
+            cfg.dead_ratio = dead_ratio;
+            cfg.op_delay = op_delay;
+            cfg.sim = !no_sim;
+            cfg.agents = !no_agents && !no_sim;
+            cfg.data_path = data_path;
+            cfg.verbose = true;
+            let lab = Lab::start(cfg).await?;
+            println!("lab {} is up; logs in {}", lab.id(), lab.dir().display());
+            println!("  router: ip netns exec {} bash", lab.router_ns());
+            println!("  client: ip netns exec {} bash", lab.client_ns());
+            for h in lab.hosts() {
+                println!(
+                    "  {} ({}, instance {}, priority {}): ip netns exec {} bash",
+                    h.name, h.ip, h.instance_id, h.priority, h.ns
+                );
+            }
+            println!("Ctrl-C removes it.");
+            let sig = demo::interrupted().await;
+            println!("{sig}: removing the lab");
+            drop(lab);
+            Ok(())
+        }
+        LabCommand::Cleanup => {
+            require_root("cleaning up labs")?;
+            for name in cleanup_leftovers() {
+                println!("removed {name}");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// One clear line instead of a cascade of `ip` permission errors.
+pub(crate) fn require_root(what: &str) -> Result<()> {
+    if !testbed::is_root() {
+        bail!("{what} needs root: it creates network namespaces (run it with sudo)");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("0.1"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,1424 @@
+//! One lab: a router namespace with a bridge and the simulated cloud, N host namespaces running
+//! agents (and optionally an HTTP server each), and a client namespace fetching through the
+//! elastic IP. Everything is torn down when the [`Lab`] is dropped, also on panic.
+//!
+//! ```text
+//!   C (198.51.100.2) ── vc ─┐
+//!                           R  br0 192.0.2.1/24, sim on :8080 (API) and :8081 (metadata),
+//!   lb1 (192.0.2.11) ─ vh1 ─┤    route 203.0.113.10 → the holder(s), set by the sim
+//!   lb2 (192.0.2.12) ─ vh2 ─┤
+//!   lb3 (192.0.2.13) ─ vh3 ─┘
+//! ```
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use rand::Rng;
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Child;
+use tokio::task::JoinHandle;
+
+use super::http::{self, FetchRecord};
+use super::netns::{self, in_netns, ip, ns_command};
+use super::unix_now;
+
+pub const EIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+pub const ROUTER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+pub const CLIENT_GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+pub const API_URL: &str = "http://192.0.2.1:8080/v2";
+pub const SIM_URL: &str = "http://192.0.2.1:8080";
+pub const METADATA_URL: &str = "http://192.0.2.1:8081";
+pub const ZONE: &str = "ch-gva-2";
+pub const SECURITY_GROUP: &str = "exoip";
+pub const HEARTBEAT_PORT: u16 = 12345;
+
+/// What to build. [`LabConfig::new`] gives the demo's defaults.
+#[derive(Debug, Clone)]
+pub struct LabConfig {
+    /// Number of hosts (1..=9: their addresses are 192.0.2.11..19).
+    pub hosts: usize,
+    /// Agent priority per host; missing entries default to 10, 20, 30...
+    pub priorities: Vec<u8>,
+    pub interval: Duration,
+    pub dead_ratio: u32,
+    /// Latency the simulator adds to every attach/detach.
+    pub op_delay: Duration,
+    /// Start the simulated cloud (off only for topology tests).
+    pub sim: bool,
+    /// Start an agent on every host right away.
+    pub agents: bool,
+    /// HTTP server on every host and a client loop in C fetching through the EIP.
+    pub data_path: bool,
+    /// Period of the client loop.
+    pub fetch_interval: Duration,
+    /// Timeout of one client request.
+    pub fetch_timeout: Duration,
+    pub exoip_bin: PathBuf,
+    pub extra_agent_args: Vec<String>,
+    pub extra_sim_args: Vec<String>,
+    /// Keep the temporary directory (logs, timeline) after the lab is gone.
+    pub keep: bool,
+    /// Narrate the construction on stderr.
+    pub verbose: bool,
+}
+
+impl LabConfig {
+    pub fn new(exoip_bin: impl Into<PathBuf>) -> LabConfig {
+        LabConfig {
+            hosts: 3,
+            priorities: Vec::new(),
+            interval: Duration::from_secs(1),
+            dead_ratio: 3,
+            op_delay: Duration::ZERO,
+            sim: true,
+            agents: true,
+            data_path: false,
+            fetch_interval: Duration::from_millis(50),
+            fetch_timeout: Duration::from_millis(250),
+            exoip_bin: exoip_bin.into(),
+            extra_agent_args: Vec::new(),
+            extra_sim_args: Vec::new(),
+            keep: false,
+            verbose: false,
+        }
+    }
+
+    /// How long a silent peer takes to be declared dead.
+    pub fn dead_period(&self) -> Duration {
+        self.interval * self.dead_ratio
+    }
+
+    fn priority(&self, index: usize) -> u8 {
+        self.priorities
+            .get(index)
+            .copied()
+            .unwrap_or(10 * (index as u8 + 1))
+    }
+}
+
+/// One simulated VM.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub index: usize,
+    /// Instance name, `lb1`...
+    pub name: String,
+    /// Network namespace.
+    pub ns: String,
+    /// Its public IP on the bridge.
+    pub ip: Ipv4Addr,
+    pub instance_id: String,
+    pub priority: u8,
+    /// Its veth's name inside R (the "cable": down means the VM is off the network).
+    router_port: String,
+}
+
+/// One line of the simulator's timeline.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct TimelineEvent {
+    /// Unix time in seconds.
+    pub t: f64,
+    #[serde(default)]
+    pub zone: String,
+    pub ip: String,
+    #[serde(default)]
+    pub eip_id: String,
+    /// `attach` or `detach`.
+    pub event: String,
+    pub instance: String,
+    /// Instances holding the IP after this event.
+    pub holders: Vec<String>,
+}
+
+/// An API secret that never shows up in Debug output or logs.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+pub struct Lab {
+    cfg: LabConfig,
+    id: String,
+    dir: PathBuf,
+    router: String,
+    client: String,
+    hosts: Vec<Host>,
+    eip_id: String,
+    api_key: String,
+    api_secret: Secret,
+    namespaces: Vec<String>,
+    sim: Mutex<Option<Child>>,
+    agents: Mutex<Vec<Option<Child>>>,
+    helpers: Mutex<Vec<Child>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    requests: Arc<Mutex<Vec<FetchRecord>>>,
+}
+
+fn random_uuid() -> String {
+    let mut b: [u8; 16] = rand::thread_rng().gen();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn random_api_key() -> (String, Secret) {
+    let mut rng = rand::thread_rng();
+    let key: String = (0..24)
+        .map(|_| format!("{:x}", rng.gen_range(0..16u8)))
+        .collect();
+    let secret: String = (&mut rng)
+        .sample_iter(rand::distributions::Alphanumeric)
+        .take(43)
+        .map(char::from)
+        .collect();
+    (format!("EXO{key}"), Secret(secret))
+}
+
+/// Seconds with the shortest decimal form (`1`, `0.2`), as the agent's `-t` accepts.
+pub fn secs_arg(d: Duration) -> String {
+    format!("{}", d.as_secs_f64())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Lab {
+    /// Builds the topology, starts the simulator, the data path and the agents as configured.
+    /// On error everything built so far is torn down.
+    pub async fn start(cfg: LabConfig) -> Result<Lab> {
+        ensure!(
+            is_root(),
+            "the lab needs root (it creates network namespaces)"
+        );
+        ensure!(
+            (1..=9).contains(&cfg.hosts),
+            "between 1 and 9 hosts, not {}",
+            cfg.hosts
+        );
+        ensure!(
+            cfg.exoip_bin.exists(),
+            "exoip binary {} not found",
+            cfg.exoip_bin.display()
+        );
+        netns::cleanup_leftovers();
+        let id = netns::allocate_id();
+        let dir = std::env::temp_dir().join(&id);
+        let (api_key, api_secret) = random_api_key();
+        let hosts = (0..cfg.hosts)
+            .map(|i| Host {
+                index: i,
+                name: format!("lb{}", i + 1),
+                ns: format!("{id}-h{}", i + 1),
+                ip: Ipv4Addr::new(192, 0, 2, 11 + i as u8),
+                instance_id: random_uuid(),
+                priority: cfg.priority(i),
+                router_port: format!("vh{}", i + 1),
+            })
+            .collect::<Vec<_>>();
+        let mut lab = Lab {
+            router: format!("{id}-r"),
+            client: format!("{id}-c"),
+            agents: Mutex::new(hosts.iter().map(|_| None).collect()),
+            hosts,
+            eip_id: random_uuid(),
+            api_key,
+            api_secret,
+            namespaces: Vec::new(),
+            sim: Mutex::new(None),
+            helpers: Mutex::new(Vec::new()),
+            tasks: Mutex::new(Vec::new()),
+            requests: Arc::new(Mutex::new(Vec::new())),
+            dir,
+            id,
+            cfg,
+        };
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&lab.dir)
+            .with_context(|| format!("cannot create {}", lab.dir.display()))?;
+        File::create(lab.dir.join(netns::LAB_MARKER))?;
+        lab.build_topology().await?;
+        if lab.cfg.sim {
+            lab.start_sim().await?;
+        }
+        if lab.cfg.data_path {
+            lab.start_data_path().await?;
+        }
+        if lab.cfg.agents {
+            for i in 0..lab.hosts.len() {
+                lab.start_agent(i).await?;
+            }
+        }
+        Ok(lab)
+    }
+
+    fn say(&self, msg: impl std::fmt::Display) {
+        if self.cfg.verbose {
+            eprintln!("lab: {msg}");
+        }
+    }
+
+    async fn add_namespace(&mut self, name: String) -> Result<()> {
+        ip(["netns", "add", &name]).await?;
+        self.namespaces.push(name.clone());
+        // rp_filter would drop the asymmetric paths of the EIP (in via R's route, out via the
+        // default route); "default" covers the interfaces created later in this namespace.
+        in_netns(&name, || {
+            for key in ["all", "default", "lo"] {
+                std::fs::write(format!("/proc/sys/net/ipv4/conf/{key}/rp_filter"), "0")?;
+            }
+            Ok(())
+        })
+    }
+
+    async fn build_topology(&mut self) -> Result<()> {
+        self.say(format_args!(
+            "building {} in {}",
+            self.id,
+            self.dir.display()
+        ));
+        let (r, c) = (self.router.clone(), self.client.clone());
+        self.add_namespace(r.clone()).await?;
+        self.add_namespace(c.clone()).await?;
+        for h in self.hosts.clone() {
+            self.add_namespace(h.ns.clone()).await?;
+        }
+        in_netns(&r, || std::fs::write("/proc/sys/net/ipv4/ip_forward", "1"))?;
+        ip(["-n", &r, "link", "set", "lo", "up"]).await?;
+        ip(["-n", &r, "link", "add", "br0", "type", "bridge"]).await?;
+        ip(["-n", &r, "addr", "add", "192.0.2.1/24", "dev", "br0"]).await?;
+        ip(["-n", &r, "link", "set", "br0", "up"]).await?;
+        // Until the simulator routes it, the EIP answers "unreachable" at once instead of
+        // letting clients wait for a timeout.
+        ip(["-n", &r, "route", "add", "unreachable", "203.0.113.10/32"]).await?;
+
+        for h in &self.hosts {
+            let ns = h.ns.as_str();
+            ip([
+                "-n",
+                &r,
+                "link",
+                "add",
+                &h.router_port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                ns,
+            ])
+            .await?;
+            ip([
+                "-n",
+                &r,
+                "link",
+                "set",
+                &h.router_port,
+                "master",
+                "br0",
+                "up",
+            ])
+            .await?;
+            ip(["-n", ns, "link", "set", "lo", "up"]).await?;
+            ip([
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{}/24", h.ip),
+                "dev",
+                "eth0",
+            ])
+            .await?;
+            ip(["-n", ns, "link", "set", "eth0", "up"]).await?;
+            ip(["-n", ns, "route", "add", "default", "via", "192.0.2.1"]).await?;
+        }
+
+        ip([
+            "-n", &r, "link", "add", "vc", "type", "veth", "peer", "name", "eth0", "netns", &c,
+        ])
+        .await?;
+        ip(["-n", &r, "addr", "add", "198.51.100.1/24", "dev", "vc"]).await?;
+        ip(["-n", &r, "link", "set", "vc", "up"]).await?;
+        ip(["-n", &c, "link", "set", "lo", "up"]).await?;
+        ip(["-n", &c, "addr", "add", "198.51.100.2/24", "dev", "eth0"]).await?;
+        ip(["-n", &c, "link", "set", "eth0", "up"]).await?;
+        ip(["-n", &c, "route", "add", "default", "via", "198.51.100.1"]).await?;
+        Ok(())
+    }
+
+    fn seed(&self) -> serde_json::Value {
+        let sg = random_uuid();
+        serde_json::json!({
+            "zone": ZONE,
+            "api_keys": [{"key": self.api_key, "secret": self.api_secret.expose()}],
+            "security_groups": [{"id": sg, "name": SECURITY_GROUP}],
+            "instances": self.hosts.iter().map(|h| serde_json::json!({
+                "id": h.instance_id,
+                "name": h.name,
+                "public_ip": h.ip.to_string(),
+                "public_ipv6": null,
+                "security_groups": [sg],
+                "state": "running",
+            })).collect::<Vec<_>>(),
+            "elastic_ips": [{
+                "id": self.eip_id,
+                "ip": EIP.to_string(),
+                "description": "exoip demo",
+                "attached_to": [],
+            }],
+        })
+    }
+
+    fn seed_path(&self) -> PathBuf {
+        self.dir.join("seed.json")
+    }
+
+    pub fn timeline_path(&self) -> PathBuf {
+        self.dir.join("timeline.jsonl")
+    }
+
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.log"))
+    }
+
+    fn open_log(&self, name: &str) -> Result<File> {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(name))
+            .with_context(|| format!("cannot open the log of {name}"))
+    }
+
+    async fn start_sim(&mut self) -> Result<()> {
+        // The seed holds the API secret: only root may read it.
+        let mut f = OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .mode(0o600)
+            .open(self.seed_path())?;
+        f.write_all(serde_json::to_string_pretty(&self.seed())?.as_bytes())?;
+        drop(f);
+        let mut args: Vec<String> = vec![
+            "sim".into(),
+            "--seed".into(),
+            self.seed_path().display().to_string(),
+            "--listen".into(),
+            "192.0.2.1:8080".into(),
+            "--metadata-listen".into(),
+            "192.0.2.1:8081".into(),
+            "--timeline".into(),
+            self.timeline_path().display().to_string(),
+            "--op-delay".into(),
+            format!("{}ms", self.cfg.op_delay.as_millis()),
+            "--route-holders".into(),
+        ];
+        args.extend(self.cfg.extra_sim_args.iter().cloned());
+        self.say("starting the simulated cloud");
+        let log = self.open_log("sim")?;
+        let mut child = ns_command(&self.router, &self.cfg.exoip_bin, &args, &[])
+            .stdout(Stdio::piped())
+            .stderr(log.try_clone()?)
+            .spawn()
+            .context("cannot start the simulator")?;
+        let stdout = child.stdout.take().expect("piped");
+        *lock(&self.sim) = Some(child);
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut ready_tx = Some(ready_tx);
+            let mut log = log;
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let _ = writeln!(log, "{line}");
+                if line.starts_with("sim: api ") {
+                    if let Some(tx) = ready_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        });
+        lock(&self.tasks).push(task);
+        let ready = tokio::time::timeout(Duration::from_secs(20), ready_rx).await;
+        if !matches!(ready, Ok(Ok(()))) {
+            let status = lock(&self.sim)
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            bail!(
+                "the simulator did not come up ({}):\n{}",
+                match status {
+                    Some(s) => format!("exited with {s}"),
+                    None => "no ready line within 20 s".into(),
+                },
+                self.log_tail("sim", 20)
+            );
+        }
+        Ok(())
+    }
+
+    async fn start_data_path(&mut self) -> Result<()> {
+        self.say("starting HTTP servers and the client loop");
+        for h in self.hosts.clone() {
+            let args = vec![
+                "lab".into(),
+                "serve-http".into(),
+                "--listen".into(),
+                "0.0.0.0:80".into(),
+                "--body".into(),
+                h.name.clone(),
+            ];
+            let log = self.open_log(&format!("{}-http", h.name))?;
+            let child = ns_command(&h.ns, &self.cfg.exoip_bin, &args, &[])
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .context("cannot start an HTTP server")?;
+            lock(&self.helpers).push(child);
+        }
+        for h in &self.hosts {
+            let ns = h.ns.clone();
+            self.wait_until(
+                &format!("the HTTP server of {}", h.name),
+                Duration::from_secs(10),
+                || {
+                    let ns = ns.clone();
+                    async move {
+                        let socket = tcp_socket_in(&ns)?;
+                        Ok(tokio::time::timeout(
+                            Duration::from_millis(500),
+                            socket.connect("127.0.0.1:80".parse().expect("literal")),
+                        )
+                        .await
+                        .is_ok_and(|r| r.is_ok()))
+                    }
+                },
+            )
+            .await?;
+        }
+        let args = vec![
+            "lab".into(),
+            "fetch-loop".into(),
+            "--url".into(),
+            format!("http://{EIP}/"),
+            "--interval".into(),
+            format!("{}ms", self.cfg.fetch_interval.as_millis()),
+            "--timeout".into(),
+            format!("{}ms", self.cfg.fetch_timeout.as_millis()),
+        ];
+        let mut child = ns_command(&self.client, &self.cfg.exoip_bin, &args, &[])
+            .stdout(Stdio::piped())
+            .stderr(self.open_log("client")?)
+            .spawn()
+            .context("cannot start the client loop")?;
+        let stdout = child.stdout.take().expect("piped");
+        lock(&self.helpers).push(child);
+        let requests = self.requests.clone();
+        let mut log = self.open_log("client")?;
+        let task = tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                match serde_json::from_str::<FetchRecord>(&line) {
+                    Ok(rec) => lock(&requests).push(rec),
+                    Err(_) => {
+                        let _ = writeln!(log, "{line}");
+                    }
+                }
+            }
+        });
+        lock(&self.tasks).push(task);
+        Ok(())
+    }
+
+    /// The agent's command line on `host` (the API secret travels in the environment).
+    pub fn agent_args(&self, host: usize) -> Vec<String> {
+        let h = &self.hosts[host];
+        let mut args: Vec<String> = [
+            "-W",
+            "-O",
+            "-xi",
+            &EIP.to_string(),
+            "-G",
+            SECURITY_GROUP,
+            "-P",
+            &h.priority.to_string(),
+            "-t",
+            &secs_arg(self.cfg.interval),
+            "-r",
+            &self.cfg.dead_ratio.to_string(),
+            "-xe",
+            API_URL,
+            "--metadata-url",
+            METADATA_URL,
+            "-xk",
+            &self.api_key,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(self.cfg.extra_agent_args.iter().cloned());
+        args
+    }
+
+    /// Starts the agent on `host`; its output is appended to `<name>.log` in the lab directory.
+    pub async fn start_agent(&self, host: usize) -> Result<()> {
+        let h = self.host(host)?;
+        if self.agent_running(host) {
+            bail!("the agent on {} is already running", h.name);
+        }
+        let mut log = self.open_log(&h.name)?;
+        let args = self.agent_args(host);
+        let child = ns_command(
+            &h.ns,
+            &self.cfg.exoip_bin,
+            &args,
+            &[("EXOSCALE_API_SECRET", self.api_secret.expose())],
+        )
+        .stdout(log.try_clone()?)
+        .stderr(log.try_clone()?)
+        .spawn()
+        .with_context(|| format!("cannot start the agent on {}", h.name))?;
+        let _ = writeln!(
+            log,
+            "==== lab: agent started at {:.3} (pid {}) ====",
+            unix_now(),
+            child.id().unwrap_or(0)
+        );
+        self.say(format_args!("agent started on {}", h.name));
+        lock(&self.agents)[host] = Some(child);
+        Ok(())
+    }
+
+    pub fn agent_running(&self, host: usize) -> bool {
+        let mut agents = lock(&self.agents);
+        match agents.get_mut(host).and_then(|c| c.as_mut()) {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    pub fn agent_pid(&self, host: usize) -> Option<u32> {
+        let mut agents = lock(&self.agents);
+        let child = agents.get_mut(host)?.as_mut()?;
+        match child.try_wait() {
+            Ok(None) => child.id(),
+            _ => None,
+        }
+    }
+
+    /// Sends `signal` to the agent on `host`; returns the unix time just before sending, the
+    /// reference the timeline's timestamps are compared with.
+    pub fn kill(&self, host: usize, signal: Signal) -> Result<f64> {
+        let name = &self.host(host)?.name;
+        let pid = self
+            .agent_pid(host)
+            .ok_or_else(|| anyhow!("no agent running on {name}"))?;
+        let t = unix_now();
+        kill(Pid::from_raw(pid as i32), signal)
+            .with_context(|| format!("cannot signal the agent on {name}"))?;
+        self.say(format_args!("{signal} sent to the agent on {name}"));
+        Ok(t)
+    }
+
+    /// Waits until the agent on `host` has exited and returns how it exited.
+    pub async fn wait_agent_exit(&self, host: usize, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let mut agents = lock(&self.agents);
+                let slot = agents
+                    .get_mut(host)
+                    .ok_or_else(|| anyhow!("no host {host}"))?;
+                match slot.as_mut() {
+                    None => bail!("no agent was started on host {host}"),
+                    Some(child) => {
+                        if let Some(status) = child.try_wait()? {
+                            *slot = None;
+                            return Ok(status);
+                        }
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the agent on {} did not exit within {timeout:?}",
+                    self.hosts[host].name
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Signals the agent on `host` and waits for it to exit.
+    pub async fn stop_agent(
+        &self,
+        host: usize,
+        signal: Signal,
+        timeout: Duration,
+    ) -> Result<(f64, ExitStatus)> {
+        let t = self.kill(host, signal)?;
+        Ok((t, self.wait_agent_exit(host, timeout).await?))
+    }
+
+    /// A VM crash: SIGKILL to the agent and the host's cable cut, so neither heartbeats nor
+    /// requests reach it. Returns the kill time.
+    pub async fn crash(&self, host: usize) -> Result<f64> {
+        let t = self.kill(host, Signal::SIGKILL)?;
+        self.set_link(host, false).await?;
+        self.wait_agent_exit(host, Duration::from_secs(5)).await?;
+        Ok(t)
+    }
+
+    /// Brings a crashed host back as if rebooted: cable plugged, no alias left on `lo`. The agent
+    /// is not started.
+    pub async fn revive(&self, host: usize) -> Result<()> {
+        self.set_link(host, true).await?;
+        if self.has_alias(host).await? {
+            self.del_alias(host).await?;
+        }
+        Ok(())
+    }
+
+    /// Plugs or unplugs the host's cable (its port on R's bridge).
+    pub async fn set_link(&self, host: usize, up: bool) -> Result<()> {
+        let h = self.host(host)?;
+        ip([
+            "-n",
+            &self.router,
+            "link",
+            "set",
+            &h.router_port,
+            if up { "up" } else { "down" },
+        ])
+        .await?;
+        Ok(())
+    }
+
+    pub async fn has_alias(&self, host: usize) -> Result<bool> {
+        let h = self.host(host)?;
+        let out = ip(["-n", &h.ns, "-o", "addr", "show", "dev", "lo"]).await?;
+        let needle = format!(" {EIP}/32 ");
+        Ok(out.lines().any(|l| l.contains(&needle)))
+    }
+
+    /// Hosts that have the EIP on `lo`.
+    pub async fn aliases(&self) -> Result<Vec<usize>> {
+        let mut v = Vec::new();
+        for i in 0..self.hosts.len() {
+            if self.has_alias(i).await? {
+                v.push(i);
+            }
+        }
+        Ok(v)
+    }
+
+    pub async fn add_alias(&self, host: usize) -> Result<()> {
+        let h = self.host(host)?;
+        ip(["-n", &h.ns, "addr", "add", "203.0.113.10/32", "dev", "lo"]).await?;
+        Ok(())
+    }
+
+    pub async fn del_alias(&self, host: usize) -> Result<()> {
+        let h = self.host(host)?;
+        ip(["-n", &h.ns, "addr", "del", "203.0.113.10/32", "dev", "lo"]).await?;
+        Ok(())
+    }
+
+    /// Routes the EIP in R towards `hosts` (ECMP if several, unreachable if none), as the
+    /// simulator's `--route-holders` does; for testing the topology without a simulator.
+    pub async fn route_eip(&self, hosts: &[usize]) -> Result<()> {
+        let mut args: Vec<String> = ["-n", &self.router, "route", "replace"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        match hosts {
+            [] => args.extend(["unreachable".into(), "203.0.113.10/32".into()]),
+            [one] => args.extend([
+                "203.0.113.10/32".into(),
+                "via".into(),
+                self.host(*one)?.ip.to_string(),
+            ]),
+            many => {
+                args.push("203.0.113.10/32".into());
+                for h in many {
+                    args.extend([
+                        "nexthop".into(),
+                        "via".into(),
+                        self.host(*h)?.ip.to_string(),
+                    ]);
+                }
+            }
+        }
+        ip(&args).await?;
+        Ok(())
+    }
+
+    /// The simulator's timeline for the EIP, oldest first (from its timeline file).
+    pub fn timeline(&self) -> Result<Vec<TimelineEvent>> {
+        let raw = match std::fs::read_to_string(self.timeline_path()) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e).context("cannot read the timeline"),
+        };
+        parse_timeline(&raw, &EIP.to_string())
+    }
+
+    /// Hosts the EIP is attached to, according to the simulated cloud.
+    pub async fn holders(&self) -> Result<Vec<usize>> {
+        let events = self.timeline()?;
+        let ids = events.last().map(|e| e.holders.clone()).unwrap_or_default();
+        ids.iter().map(|id| self.host_by_instance(id)).collect()
+    }
+
+    pub fn host_by_instance(&self, id: &str) -> Result<usize> {
+        self.hosts
+            .iter()
+            .position(|h| h.instance_id == id)
+            .ok_or_else(|| anyhow!("unknown instance {id}"))
+    }
+
+    /// Host name for an instance id, or the id itself if it is not one of ours.
+    pub fn instance_name(&self, id: &str) -> String {
+        self.host_by_instance(id)
+            .map(|i| self.hosts[i].name.clone())
+            .unwrap_or_else(|_| id.to_string())
+    }
+
+    /// GET `path` on the simulator's API port, from inside R.
+    pub async fn sim_get(&self, path: &str) -> Result<serde_json::Value> {
+        let url = http::Url::parse(&format!("{SIM_URL}{path}"))?;
+        let socket = tcp_socket_in(&self.router)?;
+        let resp = http::get_with_socket(socket, &url, Duration::from_secs(5)).await?;
+        ensure!(
+            resp.status == 200,
+            "GET {path}: status {}: {}",
+            resp.status,
+            resp.text()
+        );
+        serde_json::from_slice(&resp.body).with_context(|| format!("GET {path}: not JSON"))
+    }
+
+    /// The simulator's `/_sim/state`.
+    pub async fn sim_state(&self) -> Result<serde_json::Value> {
+        self.sim_get("/_sim/state").await
+    }
+
+    /// Everything the client loop recorded so far.
+    pub fn requests(&self) -> Vec<FetchRecord> {
+        lock(&self.requests).clone()
+    }
+
+    /// Sends `payloads` as UDP datagrams from namespace `ns` (optionally from `bind`), `gap`
+    /// apart. The socket lives in `ns`, the sending happens here.
+    pub async fn send_udp(
+        &self,
+        ns: &str,
+        bind: Option<SocketAddrV4>,
+        to: SocketAddrV4,
+        payloads: &[Vec<u8>],
+        gap: Duration,
+    ) -> Result<()> {
+        let socket = in_netns(ns, move || {
+            let s = socket2::Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::DGRAM,
+                Some(socket2::Protocol::UDP),
+            )?;
+            s.set_reuse_address(true)?;
+            let local = bind.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+            s.bind(&SocketAddr::V4(local).into())?;
+            s.set_nonblocking(true)?;
+            Ok(std::net::UdpSocket::from(s))
+        })?;
+        let socket = tokio::net::UdpSocket::from_std(socket)?;
+        for (i, p) in payloads.iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(gap).await;
+            }
+            socket.send_to(p, SocketAddr::V4(to)).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends `payloads` from namespace `ns` as UDP datagrams whose source is forged to be
+    /// `src` (a raw socket writes the IP header), `gap` apart: how an attacker elsewhere on the
+    /// network impersonates a peer. R does no source filtering, like many real networks.
+    pub async fn send_udp_spoofed(
+        &self,
+        ns: &str,
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        payloads: &[Vec<u8>],
+        gap: Duration,
+    ) -> Result<()> {
+        let socket = in_netns(ns, || {
+            // IPPROTO_RAW implies IP_HDRINCL: we supply the header, the kernel its checksum.
+            socket2::Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::RAW,
+                Some(socket2::Protocol::from(nix::libc::IPPROTO_RAW)),
+            )
+        })?;
+        let to: socket2::SockAddr = SocketAddr::V4(SocketAddrV4::new(*dst.ip(), 0)).into();
+        for (i, p) in payloads.iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(gap).await;
+            }
+            let packet = build_udp4(src, dst, p)?;
+            socket
+                .send_to(&packet, &to)
+                .with_context(|| format!("spoofed datagram {src} -> {dst}"))?;
+        }
+        Ok(())
+    }
+
+    /// Captures up to `count` UDP payloads seen in namespace `ns` from `src` to port `dst_port`
+    /// (IPv4), for at most `timeout`. Uses a packet socket, so it sees what the kernel receives
+    /// whether or not anything listens.
+    pub async fn capture_udp(
+        &self,
+        ns: &str,
+        src: Ipv4Addr,
+        dst_port: u16,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Vec<u8>>> {
+        let socket = in_netns(ns, || {
+            let eth_p_ip = (nix::libc::ETH_P_IP as u16).to_be() as i32;
+            let s = socket2::Socket::new(
+                socket2::Domain::PACKET,
+                socket2::Type::DGRAM,
+                Some(socket2::Protocol::from(eth_p_ip)),
+            )?;
+            s.set_read_timeout(Some(Duration::from_millis(50)))?;
+            Ok(s)
+        })?;
+        tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + timeout;
+            let mut found = Vec::new();
+            let mut buf = vec![0u8; 65536];
+            let mut socket = socket;
+            while found.len() < count && Instant::now() < deadline {
+                let n = match socket.read(&mut buf) {
+                    Ok(n) => n,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        continue
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                if let Some((from, port, payload)) = parse_udp4(&buf[..n]) {
+                    if from == src && port == dst_port {
+                        found.push(payload.to_vec());
+                    }
+                }
+            }
+            Ok(found)
+        })
+        .await?
+    }
+
+    /// Polls `cond` every 20 ms until it is true; fails after `timeout` naming `what`. Returns
+    /// how long it took.
+    pub async fn wait_until<F, Fut>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut cond: F,
+    ) -> Result<Duration>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<bool>>,
+    {
+        let start = Instant::now();
+        let mut last_err;
+        loop {
+            match cond().await {
+                Ok(true) => return Ok(start.elapsed()),
+                Ok(false) => last_err = None,
+                Err(e) => last_err = Some(e),
+            }
+            if start.elapsed() > timeout {
+                return Err(match last_err {
+                    Some(e) => e.context(format!("waiting for {what} ({timeout:?})")),
+                    None => anyhow!("timed out after {timeout:?} waiting for {what}"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The consistent state: exactly one holder by the API, it has the alias, and no other host
+    /// with a running agent has it. Returns the holder, or None when not (yet) consistent.
+    pub async fn single_holder(&self) -> Result<Option<usize>> {
+        let holders = self.holders().await?;
+        let [holder] = holders[..] else {
+            return Ok(None);
+        };
+        for i in 0..self.hosts.len() {
+            let alias = self.has_alias(i).await?;
+            if i == holder && !alias {
+                return Ok(None);
+            }
+            if i != holder && alias && self.agent_running(i) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(holder))
+    }
+
+    /// Waits for [`Lab::single_holder`].
+    pub async fn wait_single_holder(&self, timeout: Duration) -> Result<usize> {
+        self.wait_settled_since(0.0, Duration::ZERO, timeout).await
+    }
+
+    /// Waits until there is a single consistent holder and the timeline has been quiet for
+    /// `quiet` (agents that were just started may still take the IP back after their hold-off).
+    pub async fn wait_settled(&self, quiet: Duration, timeout: Duration) -> Result<usize> {
+        self.wait_settled_since(0.0, quiet, timeout).await
+    }
+
+    /// Like [`Lab::wait_settled`], with the quiet time counted from `since` (unix time) at the
+    /// earliest, e.g. from an agent's start.
+    pub async fn wait_settled_since(
+        &self,
+        since: f64,
+        quiet: Duration,
+        timeout: Duration,
+    ) -> Result<usize> {
+        let start = Instant::now();
+        let mut last_err: Option<anyhow::Error>;
+        loop {
+            match self.single_holder().await {
+                Ok(Some(holder)) => {
+                    let last = self.timeline()?.last().map(|e| e.t).unwrap_or(0.0);
+                    if unix_now() - last.max(since) >= quiet.as_secs_f64() {
+                        return Ok(holder);
+                    }
+                    last_err = None;
+                }
+                Ok(None) => last_err = None,
+                Err(e) => last_err = Some(e),
+            }
+            if start.elapsed() > timeout {
+                let what = if quiet.is_zero() {
+                    "exactly one holder with the alias".to_string()
+                } else {
+                    format!("one holder with the alias and no API change for {quiet:?}")
+                };
+                let err = match last_err {
+                    Some(e) => e.context(format!("waiting for {what}")),
+                    None => anyhow!("timed out after {timeout:?} waiting for {what}"),
+                };
+                return Err(err.context(self.describe_state()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Holders, aliases and agents in one line, for error messages.
+    pub fn describe_state(&self) -> String {
+        let holders = self
+            .timeline()
+            .ok()
+            .and_then(|t| t.last().cloned())
+            .map(|e| {
+                e.holders
+                    .iter()
+                    .map(|id| self.instance_name(id))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        let running: Vec<_> = (0..self.hosts.len())
+            .filter(|&i| self.agent_running(i))
+            .map(|i| self.hosts[i].name.clone())
+            .collect();
+        format!(
+            "state: holders by the API [{holders}], agents running [{}]",
+            running.join(",")
+        )
+    }
+
+    pub fn log_tail(&self, name: &str, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.log_path(name)).unwrap_or_default();
+        tail(&text, lines)
+    }
+
+    /// The last `lines` lines of every log of the lab, for failure reports.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        let mut names: Vec<String> = vec!["sim".into()];
+        names.extend(self.hosts.iter().map(|h| h.name.clone()));
+        if self.cfg.data_path {
+            names.push("client".into());
+        }
+        for name in names {
+            let t = self.log_tail(&name, lines);
+            out.push_str(&format!("---- {name}.log (last {lines} lines) ----\n{t}"));
+            if !t.is_empty() && !t.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    pub fn host(&self, host: usize) -> Result<&Host> {
+        self.hosts
+            .get(host)
+            .ok_or_else(|| anyhow!("no host {host} (the lab has {})", self.hosts.len()))
+    }
+
+    pub fn hosts(&self) -> &[Host] {
+        &self.hosts
+    }
+
+    pub fn config(&self) -> &LabConfig {
+        &self.cfg
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn router_ns(&self) -> &str {
+        &self.router
+    }
+
+    pub fn client_ns(&self) -> &str {
+        &self.client
+    }
+
+    pub fn api_key(&self) -> &str {
+        &self.api_key
+    }
+
+    pub fn eip_id(&self) -> &str {
+        &self.eip_id
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for task in lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+        let mut children: Vec<Child> = Vec::new();
+        children.extend(lock(&self.agents).iter_mut().filter_map(Option::take));
+        children.extend(lock(&self.sim).take());
+        children.append(&mut lock(&self.helpers));
+        for c in &mut children {
+            let _ = c.start_kill();
+        }
+        // Also whatever the agents may have spawned (hooks) inside the namespaces.
+        for ns in self.namespaces.iter().rev() {
+            netns::delete_namespace(ns);
+        }
+        let deadline = Instant::now() + Duration::from_secs(1);
+        for c in &mut children {
+            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        if self.cfg.keep {
+            let _ = std::fs::remove_file(self.seed_path());
+            let _ = File::create(self.dir.join(netns::KEEP_MARKER));
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+        netns::release_id(&self.id);
+    }
+}
+
+/// A TCP socket (not yet connected) living in namespace `ns`.
+pub fn tcp_socket_in(ns: &str) -> Result<tokio::net::TcpSocket> {
+    let stream = in_netns(ns, || {
+        let s = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        s.set_nonblocking(true)?;
+        Ok(std::net::TcpStream::from(s))
+    })?;
+    Ok(tokio::net::TcpSocket::from_std_stream(stream))
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    let start = all.len().saturating_sub(lines);
+    let mut s = all[start..].join("\n");
+    if !s.is_empty() {
+        s.push('\n');
+    }
+    s
+}
+
+/// Parses the timeline's JSON lines, keeping the events of `ip` in time order. A final line
+/// without its newline may be half written and is left for the next read.
+pub fn parse_timeline(raw: &str, ip: &str) -> Result<Vec<TimelineEvent>> {
+    let complete = match raw.rfind('\n') {
+        Some(i) => &raw[..=i],
+        None => "",
+    };
+    let mut events = Vec::new();
+    for line in complete.lines().filter(|l| !l.trim().is_empty()) {
+        let e: TimelineEvent =
+            serde_json::from_str(line).with_context(|| format!("bad timeline line {line:?}"))?;
+        if e.ip == ip {
+            events.push(e);
+        }
+    }
+    events.sort_by(|a, b| a.t.total_cmp(&b.t));
+    Ok(events)
+}
+
+/// Holder set in effect at time `t` (empty before the first event).
+pub fn holders_at(events: &[TimelineEvent], t: f64) -> Vec<String> {
+    events
+        .iter()
+        .take_while(|e| e.t <= t)
+        .last()
+        .map(|e| e.holders.clone())
+        .unwrap_or_default()
+}
+
+/// Intervals within `[from, to]` during which nobody held the IP.
+pub fn no_holder_intervals(events: &[TimelineEvent], from: f64, to: f64) -> Vec<(f64, f64)> {
+    let mut gaps = Vec::new();
+    let mut empty_since = holders_at(events, from).is_empty().then_some(from);
+    for e in events.iter().filter(|e| e.t > from && e.t <= to) {
+        match (empty_since, e.holders.is_empty()) {
+            (None, true) => empty_since = Some(e.t),
+            (Some(since), false) => {
+                gaps.push((since, e.t));
+                empty_since = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(since) = empty_since {
+        gaps.push((since, to));
+    }
+    gaps
+}
+
+/// Total time without a holder within `[from, to]`.
+pub fn no_holder_time(events: &[TimelineEvent], from: f64, to: f64) -> Duration {
+    let secs: f64 = no_holder_intervals(events, from, to)
+        .iter()
+        .map(|(a, b)| b - a)
+        .sum();
+    Duration::from_secs_f64(secs.max(0.0))
+}
+
+/// An IPv4/UDP packet from `src` to `dst` (IP checksum, id and length are the kernel's job on
+/// a raw socket, except the UDP length and checksum, which are ours).
+fn build_udp4(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Result<Vec<u8>> {
+    let udp_len = 8 + payload.len();
+    ensure!(udp_len + 20 <= 65535, "datagram too large");
+    let mut p = Vec::with_capacity(20 + udp_len);
+    p.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0]);
+    p.extend_from_slice(&src.ip().octets());
+    p.extend_from_slice(&dst.ip().octets());
+    p.extend_from_slice(&src.port().to_be_bytes());
+    p.extend_from_slice(&dst.port().to_be_bytes());
+    p.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    // RFC 768: one's complement sum over the pseudo-header and the UDP header and data.
+    let mut sum: u32 = 0;
+    let mut add = |bytes: &[u8]| {
+        for chunk in bytes.chunks(2) {
+            let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
+            sum += u32::from(word);
+        }
+    };
+    add(&src.ip().octets());
+    add(&dst.ip().octets());
+    add(&[0, 17]);
+    add(&(udp_len as u16).to_be_bytes());
+    add(&p[20..]);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let mut checksum = !(sum as u16);
+    if checksum == 0 {
+        checksum = 0xffff;
+    }
+    p[26..28].copy_from_slice(&checksum.to_be_bytes());
+    Ok(p)
+}
+
+/// (source address, destination port, payload) of an IPv4/UDP packet.
+fn parse_udp4(pkt: &[u8]) -> Option<(Ipv4Addr, u16, &[u8])> {
+    if pkt.len() < 20 || pkt[0] >> 4 != 4 || pkt[9] != 17 {
+        return None;
+    }
+    let ihl = usize::from(pkt[0] & 0x0f) * 4;
+    // Fragments other than the first carry no UDP header.
+    if u16::from_be_bytes([pkt[6], pkt[7]]) & 0x1fff != 0 {
+        return None;
+    }
+    let udp = pkt.get(ihl..)?;
+    if udp.len() < 8 {
+        return None;
+    }
+    let src = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
+    let dport = u16::from_be_bytes([udp[2], udp[3]]);
+    let len = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
+    let payload = udp.get(8..len)?;
+    Some((src, dport, payload))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(t: f64, event: &str, instance: &str, holders: &[&str]) -> TimelineEvent {
+        TimelineEvent {
+            t,
+            zone: ZONE.into(),
+            ip: EIP.to_string(),
+            eip_id: "e".into(),
+            event: event.into(),
+            instance: instance.into(),
+            holders: holders.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn timeline_parsing_skips_partial_lines_and_other_ips() {
+        let raw = concat!(
+            r#"{"t":2.0,"zone":"z","ip":"203.0.113.10","eip_id":"e","event":"detach","instance":"a","holders":[]}"#,
+            "\n",
+            r#"{"t":1.0,"zone":"z","ip":"203.0.113.10","eip_id":"e","event":"attach","instance":"a","holders":["a"]}"#,
+            "\n",
+            r#"{"t":1.5,"zone":"z","ip":"203.0.113.99","eip_id":"f","event":"attach","instance":"b","holders":["b"]}"#,
+            "\n",
+            r#"{"t":3.0,"zone":"z","ip":"203.0.113.10","#,
+        );
+        let events = parse_timeline(raw, "203.0.113.10").unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].event, "attach");
+        assert_eq!(events[1].event, "detach");
+        assert!(parse_timeline("{not json}\n", "x").is_err());
+    }
+
+    #[test]
+    fn no_holder_accounting() {
+        let events = vec![
+            ev(1.0, "attach", "a", &["a"]),
+            ev(5.0, "attach", "b", &["a", "b"]),
+            ev(5.1, "detach", "a", &["b"]),
+            ev(8.0, "detach", "b", &[]),
+            ev(8.5, "attach", "a", &["a"]),
+        ];
+        // A handover with attach before detach leaves no gap.
+        assert!(no_holder_intervals(&events, 4.0, 6.0).is_empty());
+        assert_eq!(no_holder_intervals(&events, 4.0, 9.0), vec![(8.0, 8.5)]);
+        // Before the first attach nobody held it; a gap open at the end runs to `to`.
+        assert_eq!(no_holder_intervals(&events, 0.0, 2.0), vec![(0.0, 1.0)]);
+        assert_eq!(no_holder_intervals(&events, 7.0, 8.2), vec![(8.0, 8.2)]);
+        let total = no_holder_time(&events, 0.0, 10.0);
+        assert!((total.as_secs_f64() - 1.5).abs() < 1e-9, "{total:?}");
+        assert_eq!(holders_at(&events, 5.05), vec!["a", "b"]);
+        assert!(holders_at(&events, 0.5).is_empty());
+    }
+
+    #[test]
+    fn udp_parsing() {
+        let mut pkt = vec![
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 192, 0, 2, 11, 192, 0, 2, 12,
+        ];
+        pkt.extend_from_slice(&[0x30, 0x39, 0x30, 0x39, 0, 11, 0, 0, b'a', b'b', b'c']);
+        let (src, port, payload) = parse_udp4(&pkt).unwrap();
+        assert_eq!(
+            (src, port, payload),
+            (Ipv4Addr::new(192, 0, 2, 11), 12345, &b"abc"[..])
+        );
+        pkt[9] = 6;
+        assert!(parse_udp4(&pkt).is_none());
+        pkt[9] = 17;
+        pkt[24..26].copy_from_slice(&[0, 50]);
+        assert!(parse_udp4(&pkt).is_none(), "length beyond the packet");
+    }
+
+    #[test]
+    fn forged_udp_packets_are_well_formed() {
+        let src = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 12), 12345);
+        let dst = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 11), 12345);
+        for payload in [&b"odd"[..], &b"even"[..], &[0xff; 7][..]] {
+            let p = build_udp4(src, dst, payload).unwrap();
+            assert_eq!(parse_udp4(&p), Some((*src.ip(), 12345, payload)));
+            // A receiver's check: the sum over pseudo-header and segment is all ones.
+            let mut pseudo = Vec::new();
+            pseudo.extend_from_slice(&p[12..20]);
+            pseudo.extend_from_slice(&[0, 17]);
+            pseudo.extend_from_slice(&((p.len() - 20) as u16).to_be_bytes());
+            pseudo.extend_from_slice(&p[20..]);
+            let mut sum: u32 = pseudo
+                .chunks(2)
+                .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+                .sum();
+            while sum > 0xffff {
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+            assert_eq!(sum, 0xffff, "checksum of {payload:?}");
+        }
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(secs_arg(Duration::from_millis(200)), "0.2");
+        assert_eq!(secs_arg(Duration::from_secs(1)), "1");
+        let u = random_uuid();
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4");
+        let (k, s) = random_api_key();
+        assert!(k.starts_with("EXO") && k.len() == 27);
+        assert_eq!(s.expose().len(), 43);
+        assert!(!format!("{s:?}").contains(s.expose()));
+        assert_eq!(tail("a\nb\nc\n", 2), "b\nc\n");
+    }
+}
