@@ -103,7 +103,7 @@ pub fn init_logging(stdout: bool, verbose: bool) {
     };
 }
 
-fn provider(cfg: &Config) -> anyhow::Result<Arc<dyn Provider>> {
+pub(crate) fn provider(cfg: &Config) -> anyhow::Result<Arc<dyn Provider>> {
     let mut pc = ExoscaleConfig::new(cfg.api_key.clone(), cfg.api_secret.clone());
     pc.endpoint = cfg.api_endpoint.clone();
     pc.instance_id = cfg.instance_id.as_deref().map(InstanceId::from);
@@ -428,6 +428,7 @@ async fn watchdog(cfg: Config) -> anyhow::Result<()> {
                     from,
                     to,
                     reason,
+                    ..
                 } => {
                     info!("{ip}: {} -> {} ({reason})", role_name(from), role_name(to));
                 }
@@ -442,6 +443,7 @@ async fn watchdog(cfg: Config) -> anyhow::Result<()> {
                         op_name(&op)
                     );
                 }
+                Action::Reasserted(ip) => debug!("{ip}: reconcile confirmed we hold it"),
                 Action::Exit => {
                     info!("stopped");
                     return Ok(());
@@ -528,6 +530,7 @@ fn role_name(r: election::Role) -> &'static str {
         election::Role::Claiming => "claiming",
         election::Role::Master => "master",
         election::Role::Leaving => "leaving",
+        election::Role::Fault => "fault",
         election::Role::Stopped => "stopped",
     }
 }

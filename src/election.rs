@@ -105,6 +105,26 @@ pub enum Input {
         result: OpResult,
     },
     Signal(Signal),
+    /// The tracked health checks changed: `fault` names why the node must not hold the address
+    /// (None: healthy), `penalty` is added to every priority value (weighted checks failing).
+    Health {
+        fault: Option<String>,
+        penalty: u16,
+    },
+    /// An operator command from the status socket.
+    Admin(Admin),
+}
+
+/// Operator commands (`exoip release|resume|promote`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Admin {
+    /// Hand the addresses over now and stay out of the election until `Resume`.
+    Release,
+    /// Back to normal: undo `Release` or `Promote`.
+    Resume,
+    /// Take the addresses now: priority value 1 until `Resume`.
+    Promote,
 }
 
 /// This node's role for one address.
@@ -117,8 +137,11 @@ pub enum Role {
     /// Winner, attach in progress.
     Claiming,
     Master,
-    /// Stopping: waiting for a successor, then releasing.
+    /// Handing over (stopping, faulty or released by the operator): waiting for a successor,
+    /// then releasing.
     Leaving,
+    /// Unhealthy or released by the operator: never claims.
+    Fault,
     /// Released after a stop; nothing more to do.
     Stopped,
 }
@@ -129,7 +152,20 @@ impl Role {
             Role::Init => IpState::Init,
             Role::Backup | Role::Claiming => IpState::Backup,
             Role::Master => IpState::Master,
+            Role::Fault => IpState::Fault,
             Role::Leaving | Role::Stopped => IpState::Leaving,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Init => "init",
+            Role::Backup => "backup",
+            Role::Claiming => "claiming",
+            Role::Master => "master",
+            Role::Leaving => "leaving",
+            Role::Fault => "fault",
+            Role::Stopped => "stopped",
         }
     }
 }
@@ -152,7 +188,11 @@ pub enum Action {
         from: Role,
         to: Role,
         reason: String,
+        /// The peer the change is about (who took over, who is preempted), if any.
+        peer: Option<String>,
     },
+    /// A reconcile confirmed that we hold the address (API and alias re-asserted).
+    Reasserted(IpAddr),
     /// A provider call failed; it will be retried after `retry_in` if still needed.
     CallFailed {
         ip: IpAddr,
@@ -191,6 +231,11 @@ struct Slot {
     alias_on: bool,
     /// Reads in a row that showed us detached although we claimed: backs off re-claims.
     disagreements: u32,
+    /// The next holder read follows our own attach (its result is no re-assert).
+    read_after_claim: bool,
+    /// Why the role last changed, and when.
+    reason: String,
+    since: Time,
 }
 
 /// A snapshot of one address for status output.
@@ -198,10 +243,25 @@ struct Slot {
 pub struct IpStatus {
     pub ip: IpAddr,
     pub role: Role,
+    /// Why the role last changed, and when (core time).
+    pub reason: String,
+    pub since: Time,
     pub priority: u8,
     pub effective_priority: u8,
     pub holders: Option<Vec<String>>,
+    pub holders_checked: Option<Time>,
+    pub next_reconcile: Option<Time>,
     pub winner: Option<String>,
+}
+
+/// A snapshot of one peer for status output.
+#[derive(Clone, Debug)]
+pub struct PeerStatus {
+    pub id: String,
+    pub last_heard: Time,
+    pub alive: bool,
+    pub leaving: bool,
+    pub entries: Vec<Entry>,
 }
 
 pub struct Core {
@@ -211,11 +271,18 @@ pub struct Core {
     peers: BTreeMap<String, Peer>,
     /// Added to every configured priority by SIGUSR1/SIGUSR2.
     adjust: i16,
+    /// Added to every priority value by failing weighted health checks.
+    penalty: u16,
+    /// Why the node must not hold anything now (failing health check), if it must not.
+    health_fault: Option<String>,
+    admin: Option<Admin>,
     next_send: Time,
     next_op_id: u64,
     rng: u64,
     stopping: bool,
     exited: bool,
+    /// The time of the input being handled (stamps role changes for status).
+    now_hint: Time,
 }
 
 impl Core {
@@ -236,6 +303,9 @@ impl Core {
                 leaving_since: None,
                 alias_on: false,
                 disagreements: 0,
+                read_after_claim: false,
+                reason: "starting: hold-off".to_string(),
+                since: now,
             })
             .collect();
         let rng = params.jitter_seed | 1;
@@ -245,11 +315,15 @@ impl Core {
             slots,
             peers: BTreeMap::new(),
             adjust: 0,
+            penalty: 0,
+            health_fault: None,
+            admin: None,
             next_send: now,
             next_op_id: 1,
             rng,
             stopping: false,
             exited: false,
+            now_hint: now,
         }
     }
 
@@ -260,11 +334,26 @@ impl Core {
     /// Feed one input; returns the actions to execute, in order.
     pub fn handle(&mut self, now: Time, input: Input) -> Vec<Action> {
         let mut out = Vec::new();
+        self.now_hint = now;
         match input {
             Input::Tick => {}
             Input::Heartbeat(advert) => self.on_heartbeat(now, advert),
             Input::OpDone { ip, id, result } => self.on_op_done(now, ip, id, result, &mut out),
             Input::Signal(s) => self.on_signal(now, s, &mut out),
+            Input::Health { fault, penalty } => {
+                if self.health_fault != fault || self.penalty != penalty {
+                    self.health_fault = fault;
+                    self.penalty = penalty;
+                    self.next_send = now;
+                }
+            }
+            Input::Admin(cmd) => {
+                self.admin = match cmd {
+                    Admin::Resume => None,
+                    other => Some(other),
+                };
+                self.next_send = now;
+            }
         }
         self.step(now, &mut out);
         out
@@ -308,30 +397,50 @@ impl Core {
             .map(|s| IpStatus {
                 ip: s.ip,
                 role: s.role,
+                reason: s.reason.clone(),
+                since: s.since,
                 priority: s.priority,
                 effective_priority: self.effective(s.priority),
                 holders: s.holders.as_ref().map(|(h, _)| h.clone()),
+                holders_checked: s.holders.as_ref().map(|(_, t)| *t),
+                next_reconcile: (s.inflight.is_none()).then_some(s.next_reconcile),
                 winner: self.winner(now, s).map(|(_, id)| id),
             })
             .collect()
     }
 
-    /// Ids and ages of the peers heard from, for status output.
-    pub fn peers(&self, now: Time) -> Vec<(String, Duration, bool)> {
+    /// The peers heard from, for status output.
+    pub fn peers(&self, now: Time) -> Vec<PeerStatus> {
         self.peers
             .iter()
-            .map(|(id, p)| {
-                (
-                    id.clone(),
-                    now.saturating_sub(p.last_heard),
-                    self.alive(now, p),
-                )
+            .map(|(id, p)| PeerStatus {
+                id: id.clone(),
+                last_heard: p.last_heard,
+                alive: self.alive(now, p),
+                leaving: p.leaving,
+                entries: p.entries.values().copied().collect(),
             })
             .collect()
     }
 
+    /// The operator's standing command, if any (`release` or `promote`).
+    pub fn admin(&self) -> Option<Admin> {
+        self.admin
+    }
+
     fn effective(&self, priority: u8) -> u8 {
-        (priority as i16 + self.adjust).clamp(1, 255) as u8
+        if self.admin == Some(Admin::Promote) {
+            return 1;
+        }
+        (priority as i16 + self.adjust + self.penalty.min(255) as i16).clamp(1, 255) as u8
+    }
+
+    /// Why this node must not hold any address now, if it must not.
+    fn unavailable(&self) -> Option<String> {
+        if self.admin == Some(Admin::Release) {
+            return Some("released by the operator".to_string());
+        }
+        self.health_fault.clone()
     }
 
     fn alive(&self, now: Time, p: &Peer) -> bool {
@@ -491,6 +600,10 @@ impl Core {
                 if self_attached {
                     slot.disagreements = 0;
                 }
+                let after_claim = std::mem::take(&mut slot.read_after_claim);
+                if slot.role == Role::Master && self_attached && !after_claim {
+                    out.push(Action::Reasserted(ip));
+                }
                 slot.holders = Some((holders, now));
                 slot.next_reconcile = now + self.params.reconcile_interval;
                 if slot.role != Role::Master {
@@ -523,6 +636,7 @@ impl Core {
             (Op::Attach, OpResult::Done) if slot.role == Role::Claiming => {
                 // Read who else holds it next, so they can be fenced.
                 slot.next_reconcile = now;
+                slot.read_after_claim = true;
                 self.set_role(i, Role::Master, "attached", out);
             }
             (Op::Detach(who), OpResult::Done) => {
@@ -531,7 +645,9 @@ impl Core {
                     h.retain(|x| *x != who);
                 }
                 if who == self.params.node && slot.role == Role::Leaving {
-                    self.set_role(i, Role::Stopped, "released", out);
+                    slot.leaving_since = None;
+                    let to = self.after_leaving();
+                    self.set_role(i, to, "released", out);
                 }
             }
             _ => {}
@@ -554,16 +670,40 @@ impl Core {
     }
 
     fn set_role(&mut self, i: usize, to: Role, reason: &str, out: &mut Vec<Action>) {
+        self.set_role_about(i, to, reason, None, out)
+    }
+
+    /// Where a hand-over ends: stopped when the process stops, else out of the election.
+    fn after_leaving(&self) -> Role {
+        if self.stopping {
+            Role::Stopped
+        } else {
+            Role::Fault
+        }
+    }
+
+    fn set_role_about(
+        &mut self,
+        i: usize,
+        to: Role,
+        reason: &str,
+        peer: Option<String>,
+        out: &mut Vec<Action>,
+    ) {
         let from = self.slots[i].role;
         if from == to {
             return;
         }
-        self.slots[i].role = to;
+        let slot = &mut self.slots[i];
+        slot.role = to;
+        slot.reason = reason.to_string();
+        slot.since = self.now_hint;
         out.push(Action::Transition {
-            ip: self.slots[i].ip,
+            ip: slot.ip,
             from,
             to,
             reason: reason.to_string(),
+            peer,
         });
         // Peers learn of every role change at once, not at the next interval.
         self.next_send = Time::ZERO;
@@ -613,6 +753,29 @@ impl Core {
             .best_master_peer(now, ip)
             .filter(|(prio, id, _)| (*prio, id.clone()) < my_rank);
 
+        if !self.stopping {
+            let we_hold = slot.holders.as_ref().is_some_and(|(h, _)| h.contains(&me));
+            match (self.unavailable(), slot.role) {
+                // Faulty or released: hand over like a stop (peers see us ineligible at once and
+                // the best backup claims), but keep running.
+                (Some(why), Role::Claiming | Role::Master) => {
+                    self.slots[i].leaving_since = Some(now);
+                    self.set_role(i, Role::Leaving, &why, out);
+                }
+                (Some(why), Role::Init | Role::Backup | Role::Fault) if we_hold => {
+                    self.slots[i].leaving_since = Some(now);
+                    self.set_role(i, Role::Leaving, &why, out);
+                }
+                (Some(why), Role::Init | Role::Backup) => self.set_role(i, Role::Fault, &why, out),
+                (None, Role::Fault) => {
+                    let why = "healthy again and not released: back in the election";
+                    self.set_role(i, Role::Backup, why, out);
+                }
+                _ => {}
+            }
+        }
+        let slot = &self.slots[i];
+
         match slot.role {
             Role::Backup if i_win => {
                 // Preempting a live master waits until it has been heard steadily for a hold-off.
@@ -621,11 +784,13 @@ impl Core {
                     .as_ref()
                     .is_none_or(|(_, _, since)| now >= *since + self.params.dead_period());
                 if steady && !self.better_peer_joining(now, ip, &my_rank) {
-                    let why = match master {
-                        Some((_, id, _)) => format!("preempting {id}: better priority"),
-                        None => "no better node alive".to_string(),
-                    };
-                    self.set_role(i, Role::Claiming, &why, out);
+                    match master {
+                        Some((_, id, _)) => {
+                            let why = format!("preempting {id}: better priority");
+                            self.set_role_about(i, Role::Claiming, &why, Some(id), out);
+                        }
+                        None => self.set_role(i, Role::Claiming, "no better node alive", out),
+                    }
                 }
             }
             Role::Claiming if !i_win && self.slots[i].inflight.is_none() => {
@@ -634,7 +799,8 @@ impl Core {
             Role::Master => {
                 if let Some((_, id, _)) = better_master {
                     self.slots[i].to_fence.clear();
-                    self.set_role(i, Role::Backup, &format!("{id} took over"), out);
+                    let why = format!("{id} took over");
+                    self.set_role_about(i, Role::Backup, &why, Some(id), out);
                 }
             }
             Role::Leaving => {
@@ -651,16 +817,19 @@ impl Core {
                 let may_call = idle && slot.retry_at.is_none_or(|r| now >= r);
                 let holders_known = slot.holders.is_some();
                 if successor || !anyone_alive || timed_out || !we_hold {
+                    let to = self.after_leaving();
                     if may_call {
                         self.set_alias(i, false, out);
                         if we_hold || !holders_known {
                             self.start_op(i, Op::Detach(me), out);
                         } else {
-                            self.set_role(i, Role::Stopped, "released", out);
+                            self.slots[i].leaving_since = None;
+                            self.set_role(i, to, "released", out);
                         }
                     } else if timed_out && idle {
-                        // Give up releasing after the timeout plus retries: exit anyway.
-                        self.set_role(i, Role::Stopped, "release failed", out);
+                        // Give up releasing after the timeout plus retries (exit, or stay out).
+                        self.slots[i].leaving_since = None;
+                        self.set_role(i, to, "release failed", out);
                     }
                 }
                 return;
@@ -711,7 +880,7 @@ impl Core {
                 .is_some_and(|(h, _)| h.contains(&self.params.node)),
             // Keep whatever we had until the attach or the release settles it.
             Role::Claiming | Role::Leaving => s.alias_on,
-            Role::Backup | Role::Stopped => false,
+            Role::Backup | Role::Fault | Role::Stopped => false,
         }
     }
 
@@ -737,7 +906,11 @@ impl Core {
                 .map(|s| Entry {
                     ip: s.ip,
                     priority: self.effective(s.priority),
-                    state: s.role.wire(),
+                    // A hand-over that is not a stop is announced as a fault.
+                    state: match s.role {
+                        Role::Leaving if !self.stopping => IpState::Fault,
+                        role => role.wire(),
+                    },
                     epoch: 0,
                 })
                 .collect(),

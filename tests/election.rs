@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use exoip::election::{Action, Core, Input, Op, OpResult, Params, Role, Signal, Time, WatchedIp};
+use exoip::election::{
+    Action, Admin, Core, Input, Op, OpResult, Params, Role, Signal, Time, WatchedIp,
+};
 
 const EIP: &str = "203.0.113.10";
 
@@ -54,6 +56,7 @@ struct Node {
     alias: BTreeSet<IpAddr>,
     exited: bool,
     transitions: Vec<(Time, Role, Role, String)>,
+    reasserts: usize,
 }
 
 struct Cluster {
@@ -111,6 +114,7 @@ impl Cluster {
             alias: BTreeSet::new(),
             exited: false,
             transitions: Vec::new(),
+            reasserts: 0,
         });
         let i = self.nodes.len() - 1;
         self.input(i, Input::Tick);
@@ -199,6 +203,7 @@ impl Cluster {
                 self.nodes[i].transitions.push((now, from, to, reason));
             }
             Action::CallFailed { .. } => {}
+            Action::Reasserted(_) => self.nodes[i].reasserts += 1,
             Action::Exit => {
                 self.nodes[i].exited = true;
                 self.nodes[i].up = false;
@@ -621,4 +626,152 @@ fn an_api_that_never_shows_our_attach_is_not_hammered() {
         "{per_minute} API calls in a minute of disagreement"
     );
     assert!(per_minute >= 4, "it keeps trying: {per_minute}");
+}
+
+fn role_of(c: &Cluster, i: usize) -> Role {
+    c.nodes[i].core.status(c.now)[0].role
+}
+
+#[test]
+fn a_health_fault_hands_over_at_once_and_recovery_takes_it_back() {
+    let mut c = three(ms(1000));
+    c.run_for(ms(6000));
+    c.assert_settled_on("lb1");
+    let t0 = c.now;
+    let fault = Some("process:haproxy failed".to_string());
+    c.input(0, Input::Health { fault, penalty: 0 });
+    c.run_for(ms(500));
+    // Handed over immediately (no dead-period wait), without a gap, and lb1 stays out.
+    let attached = c.first_time_held_by("lb2", t0).expect("lb2 took over");
+    assert!(attached - t0 <= ms(100), "{:?}", attached - t0);
+    assert_eq!(c.longest_gap_after(t0), Duration::ZERO);
+    c.run_for(ms(5000));
+    c.assert_settled_on("lb2");
+    assert_eq!(role_of(&c, 0), Role::Fault);
+    // Healthy again: back in the election, and the better priority takes it back, no gap.
+    let t1 = c.now;
+    c.input(
+        0,
+        Input::Health {
+            fault: None,
+            penalty: 0,
+        },
+    );
+    c.run_for(ms(10000));
+    c.assert_settled_on("lb1");
+    assert_eq!(c.longest_gap_after(t1), Duration::ZERO);
+}
+
+#[test]
+fn a_lone_faulty_node_releases_and_never_claims() {
+    let mut c = Cluster::new(&[("solo", 10)], ms(1000), 3);
+    c.run_for(ms(5000));
+    c.assert_settled_on("solo");
+    c.input(
+        0,
+        Input::Health {
+            fault: Some("tcp:127.0.0.1:80 failed".into()),
+            penalty: 0,
+        },
+    );
+    c.run_for(ms(30_000));
+    assert!(c.holders_now().is_empty());
+    assert!(c.alias_nodes().is_empty());
+    assert_eq!(role_of(&c, 0), Role::Fault);
+}
+
+#[test]
+fn a_node_faulty_from_the_start_never_claims() {
+    let mut c = Cluster::new(&[("lb1", 10), ("lb2", 20)], ms(1000), 3);
+    c.input(
+        0,
+        Input::Health {
+            fault: Some("script failed".into()),
+            penalty: 0,
+        },
+    );
+    c.run_for(ms(10_000));
+    c.assert_settled_on("lb2");
+    assert!(c.timeline.iter().all(|(_, h)| !h.contains("lb1")));
+}
+
+#[test]
+fn a_weighted_check_moves_the_address_by_priority() {
+    let mut c = Cluster::new(&[("lb1", 10), ("lb2", 20)], ms(1000), 3);
+    c.run_for(ms(6000));
+    c.assert_settled_on("lb1");
+    // A failing weighted check adds 15: lb1 now 25 > lb2 20.
+    c.input(
+        0,
+        Input::Health {
+            fault: None,
+            penalty: 15,
+        },
+    );
+    c.run_for(ms(10_000));
+    c.assert_settled_on("lb2");
+    assert_eq!(c.nodes[0].core.status(c.now)[0].effective_priority, 25);
+    c.input(
+        0,
+        Input::Health {
+            fault: None,
+            penalty: 0,
+        },
+    );
+    c.run_for(ms(10_000));
+    c.assert_settled_on("lb1");
+}
+
+#[test]
+fn operator_release_resume_and_promote() {
+    let mut c = three(ms(1000));
+    c.run_for(ms(6000));
+    c.assert_settled_on("lb1");
+    let t0 = c.now;
+    c.input(0, Input::Admin(Admin::Release));
+    c.run_for(ms(10_000));
+    c.assert_settled_on("lb2");
+    assert_eq!(c.longest_gap_after(t0), Duration::ZERO);
+    assert_eq!(role_of(&c, 0), Role::Fault, "stays out until resume");
+    // Promote lb3 (priority 30): it takes the address from lb2.
+    c.input(2, Input::Admin(Admin::Promote));
+    c.run_for(ms(10_000));
+    c.assert_settled_on("lb3");
+    assert_eq!(c.nodes[2].core.status(c.now)[0].effective_priority, 1);
+    // Resume everyone: lb1 wins again.
+    c.input(0, Input::Admin(Admin::Resume));
+    c.input(2, Input::Admin(Admin::Resume));
+    c.run_for(ms(15_000));
+    c.assert_settled_on("lb1");
+}
+
+#[test]
+fn reconcile_reasserts_and_reports_it() {
+    let mut c = Cluster::new(&[("lb1", 10), ("lb2", 20)], ms(1000), 3);
+    c.run_for(ms(6000));
+    assert_eq!(
+        c.nodes[0].reasserts, 0,
+        "the read right after the claim is no re-assert"
+    );
+    c.run_for(Duration::from_secs(61));
+    assert_eq!(c.nodes[0].reasserts, 2, "one per reconcile period");
+    assert_eq!(c.nodes[1].reasserts, 0, "backups re-assert nothing");
+}
+
+#[test]
+fn stopping_while_faulty_exits() {
+    let mut c = three(ms(1000));
+    c.run_for(ms(6000));
+    c.input(
+        0,
+        Input::Health {
+            fault: Some("x".into()),
+            penalty: 0,
+        },
+    );
+    c.run_for(ms(3000));
+    c.input(0, Input::Signal(Signal::Stop));
+    c.run_for(ms(1000));
+    assert!(c.nodes[0].exited);
+    c.assert_settled_on("lb2");
 }
