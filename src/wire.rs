@@ -1,5 +1,6 @@
 //! Heartbeat codec: the authenticated, replay-protected wire v2 datagram carrying one node's view
-//! of every elastic IP it watches, plus the legacy 24-byte exoip v1 payload.
+//! of every elastic IP it watches (as a heartbeat, or as the answer to `exoip check`'s probe),
+//! plus the legacy 24-byte exoip v1 payload.
 //!
 //! The byte layout, the MAC, the anti-replay rules and what is dropped are documented in
 //! `docs/wire.md`; keep both in sync.
@@ -40,7 +41,9 @@ pub const LEGACY_LEN: usize = 24;
 pub const LEGACY_LEN_WITH_ID: usize = 40;
 
 const FLAG_LEAVING: u8 = 0x01;
-const KNOWN_FLAGS: u8 = FLAG_LEAVING;
+const FLAG_PROBE: u8 = 0x02;
+const FLAG_REPLY: u8 = 0x04;
+const KNOWN_FLAGS: u8 = FLAG_LEAVING | FLAG_PROBE | FLAG_REPLY;
 const FAMILY_V4: u8 = 4;
 const FAMILY_V6: u8 = 6;
 /// magic, version, flags, group, incarnation, sequence, sent_at, node id length.
@@ -92,6 +95,25 @@ pub struct Advert {
     /// The sender is shutting down and gives up everything it holds.
     pub leaving: bool,
     pub entries: Vec<Entry>,
+}
+
+/// What an authenticated datagram is for; the flags byte carries it (see `docs/wire.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A peer's periodic advert: the only kind the election may act on.
+    Heartbeat,
+    /// `exoip check` asks the receiver to answer; no entries, never leaving.
+    Probe,
+    /// An agent's current advert, sent back to a probe's source address.
+    Reply,
+}
+
+/// An authenticated datagram of any kind, as [`Decoder::decode_message`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub kind: Kind,
+    /// For a probe: the prober's node id, not leaving, no entries.
+    pub advert: Advert,
 }
 
 /// The shared heartbeat key.
@@ -159,6 +181,8 @@ pub enum EncodeError {
     NodeIdTooLong(usize),
     #[error("{0} elastic IPs, at most {MAX_ENTRIES} fit in a heartbeat")]
     TooManyEntries(usize),
+    #[error("a heartbeat carries at least one elastic IP")]
+    NoEntries,
     #[error("priority of {0} is 0, the lowest legal value is 1")]
     ZeroPriority(IpAddr),
     #[error("{0} appears twice in one heartbeat")]
@@ -187,9 +211,18 @@ pub fn encoded_len(advert: &Advert) -> usize {
         + MAC_LEN
 }
 
-/// Checks `advert` against the wire limits and returns its encoded size; lets configuration
-/// code refuse at start what the encoder would refuse at every interval.
+/// Checks `advert` against the wire limits of a heartbeat (or a reply, which has the same rules)
+/// and returns its encoded size; lets configuration code refuse at start what the encoder would
+/// refuse at every interval.
 pub fn check_limits(advert: &Advert) -> Result<usize, EncodeError> {
+    if advert.entries.is_empty() {
+        return Err(EncodeError::NoEntries);
+    }
+    check_sizes(advert)
+}
+
+/// The limits every kind shares; a probe is an advert without entries.
+fn check_sizes(advert: &Advert) -> Result<usize, EncodeError> {
     let node = advert.node.len();
     if node == 0 {
         return Err(EncodeError::EmptyNodeId);
@@ -235,6 +268,7 @@ impl Encoder {
         }
     }
 
+    /// A heartbeat.
     pub fn encode(
         &mut self,
         advert: &Advert,
@@ -252,11 +286,59 @@ impl Encoder {
         sent_at_unix_ms: u64,
         out: &mut Vec<u8>,
     ) -> Result<(), EncodeError> {
-        let len = check_limits(advert)?;
+        self.encode_kind_into(Kind::Heartbeat, advert, sent_at_unix_ms, out)
+    }
+
+    /// The answer to a probe: this node's current advert, which the prober reads but no
+    /// election acts on. It takes a sequence number like any datagram of this node.
+    pub fn encode_reply(
+        &mut self,
+        advert: &Advert,
+        sent_at_unix_ms: u64,
+    ) -> Result<Vec<u8>, EncodeError> {
+        let mut out = Vec::new();
+        self.encode_kind_into(Kind::Reply, advert, sent_at_unix_ms, &mut out)?;
+        Ok(out)
+    }
+
+    /// A probe from `node` (by convention `check:<instance id>`, so it never shares an
+    /// anti-replay slot with an agent): "answer me if you share my key and group".
+    pub fn encode_probe(
+        &mut self,
+        node: &str,
+        sent_at_unix_ms: u64,
+    ) -> Result<Vec<u8>, EncodeError> {
+        let probe = Advert {
+            node: node.to_owned(),
+            leaving: false,
+            entries: Vec::new(),
+        };
+        let mut out = Vec::new();
+        self.encode_kind_into(Kind::Probe, &probe, sent_at_unix_ms, &mut out)?;
+        Ok(out)
+    }
+
+    fn encode_kind_into(
+        &mut self,
+        kind: Kind,
+        advert: &Advert,
+        sent_at_unix_ms: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        let len = match kind {
+            Kind::Heartbeat | Kind::Reply => check_limits(advert)?,
+            // Built by encode_probe: no entries, not leaving.
+            Kind::Probe => check_sizes(advert)?,
+        };
         // Saturating: 2^64 datagrams cannot be reached; if it were, peers would drop the rest as
         // replays, which is safe, rather than accept a wrapped sequence.
         self.seq = self.seq.saturating_add(1);
-        let flags = if advert.leaving { FLAG_LEAVING } else { 0 };
+        let leaving = if advert.leaving { FLAG_LEAVING } else { 0 };
+        let flags = match kind {
+            Kind::Heartbeat => leaving,
+            Kind::Probe => FLAG_PROBE,
+            Kind::Reply => FLAG_REPLY | leaving,
+        };
 
         out.clear();
         out.reserve(len);
@@ -313,6 +395,8 @@ pub enum DropReason {
     BadMac,
     #[error("authenticated but malformed heartbeat")]
     Malformed,
+    #[error("a probe or a probe reply where only heartbeats are expected")]
+    NotHeartbeat,
     #[error("replayed or reordered heartbeat")]
     Replayed,
     #[error("heartbeat timestamp too far from now")]
@@ -330,6 +414,7 @@ impl DropReason {
             Self::UnknownGroup => "unknown_group",
             Self::BadMac => "bad_mac",
             Self::Malformed => "malformed",
+            Self::NotHeartbeat => "not_heartbeat",
             Self::Replayed => "replayed",
             Self::Stale => "stale",
             Self::TooLarge => "too_large",
@@ -381,6 +466,7 @@ impl<'a> Cursor<'a> {
 }
 
 struct Parsed<'a> {
+    kind: Kind,
     leaving: bool,
     incarnation: u64,
     seq: u64,
@@ -396,6 +482,13 @@ fn parse_body(body: &[u8]) -> Option<Parsed<'_>> {
     if flags & !KNOWN_FLAGS != 0 {
         return None;
     }
+    let kind = match (flags & FLAG_PROBE != 0, flags & FLAG_REPLY != 0) {
+        (false, false) => Kind::Heartbeat,
+        // A probe asks for nothing but an answer: leaving means nothing there.
+        (true, false) if flags & FLAG_LEAVING == 0 => Kind::Probe,
+        (false, true) => Kind::Reply,
+        _ => return None,
+    };
     c.take(4)?; // group, checked before the MAC
     let incarnation = c.u64()?;
     let seq = c.u64()?;
@@ -406,7 +499,8 @@ fn parse_body(body: &[u8]) -> Option<Parsed<'_>> {
     }
     let node = std::str::from_utf8(c.take(node_len)?).ok()?;
     let count = usize::from(c.u8()?);
-    if count > MAX_ENTRIES {
+    // Only a probe is empty: an advert that watches nothing would say nothing.
+    if count > MAX_ENTRIES || (count == 0) != (kind == Kind::Probe) {
         return None;
     }
     let mut entries = Vec::with_capacity(count);
@@ -433,6 +527,7 @@ fn parse_body(body: &[u8]) -> Option<Parsed<'_>> {
         return None;
     }
     Some(Parsed {
+        kind,
         leaving: flags & FLAG_LEAVING != 0,
         incarnation,
         seq,
@@ -455,7 +550,30 @@ impl Decoder {
         }
     }
 
+    /// A peer's heartbeat. Probes and replies are dropped as `NotHeartbeat` and leave the
+    /// anti-replay table untouched, so no code path can mistake them for a live peer.
     pub fn decode(&mut self, datagram: &[u8], now_unix_ms: u64) -> Result<Advert, DropReason> {
+        self.decode_kinds(datagram, now_unix_ms, |k| k == Kind::Heartbeat)
+            .map(|m| m.advert)
+    }
+
+    /// Any authenticated datagram: for the agent's socket (which answers probes) and for
+    /// `exoip check` (which waits for replies). Probes and replies go through the same
+    /// anti-replay table as heartbeats, keyed by their node id.
+    pub fn decode_message(
+        &mut self,
+        datagram: &[u8],
+        now_unix_ms: u64,
+    ) -> Result<Message, DropReason> {
+        self.decode_kinds(datagram, now_unix_ms, |_| true)
+    }
+
+    fn decode_kinds(
+        &mut self,
+        datagram: &[u8],
+        now_unix_ms: u64,
+        wanted: impl Fn(Kind) -> bool,
+    ) -> Result<Message, DropReason> {
         let d = datagram;
         if d.len() > MAX_DATAGRAM {
             return Err(DropReason::TooLarge);
@@ -492,6 +610,9 @@ impl Decoder {
             .map_err(|_| DropReason::BadMac)?;
 
         let p = parse_body(body).ok_or(DropReason::Malformed)?;
+        if !wanted(p.kind) {
+            return Err(DropReason::NotHeartbeat);
+        }
 
         if let Some(seen) = self.senders.get(p.node) {
             if (p.incarnation, p.seq) <= (seen.incarnation, seen.seq) {
@@ -519,10 +640,13 @@ impl Decoder {
             self.senders.insert(p.node.into(), seen);
         }
 
-        Ok(Advert {
-            node: p.node.to_owned(),
-            leaving: p.leaving,
-            entries: p.entries,
+        Ok(Message {
+            kind: p.kind,
+            advert: Advert {
+                node: p.node.to_owned(),
+                leaving: p.leaving,
+                entries: p.entries,
+            },
         })
     }
 
@@ -661,7 +785,10 @@ mod tests {
 
         let leaving = Advert {
             leaving: true,
-            entries: vec![],
+            entries: vec![Entry {
+                state: IpState::Leaving,
+                ..a.entries[0]
+            }],
             ..a
         };
         let d = enc.encode(&leaving, NOW).unwrap();
@@ -835,7 +962,7 @@ mod tests {
         let node = |i: usize| Advert {
             node: format!("node-{i}"),
             leaving: false,
-            entries: vec![],
+            entries: advert().entries[..1].to_vec(),
         };
         let first = encs[0].encode(&node(0), NOW).unwrap();
         assert!(dec.decode(&first, NOW).is_ok());
@@ -971,6 +1098,151 @@ mod tests {
         let mut v3 = d.clone();
         v3[4] = 3;
         assert_eq!(dec.decode(&v3, NOW), Err(DropReason::BadVersion));
+    }
+
+    #[test]
+    fn probe_and_reply_round_trip_with_their_flags() {
+        let mut prober = encoder(7);
+        let mut agent = encoder(9);
+        let mut at_agent = decoder();
+        let mut at_prober = decoder();
+
+        let probe = prober.encode_probe("check:i-1", NOW).unwrap();
+        assert_eq!(probe[5], 0x02, "probe is flag bit 1");
+        assert_eq!(probe.len(), MIN_DATAGRAM - 1 + "check:i-1".len());
+        let got = at_agent.decode_message(&probe, NOW).unwrap();
+        assert_eq!(got.kind, Kind::Probe);
+        assert_eq!(
+            got.advert,
+            Advert {
+                node: "check:i-1".into(),
+                leaving: false,
+                entries: vec![],
+            }
+        );
+
+        let reply = agent.encode_reply(&advert(), NOW).unwrap();
+        assert_eq!(reply[5], 0x04, "reply is flag bit 2");
+        let got = at_prober.decode_message(&reply, NOW).unwrap();
+        assert_eq!((got.kind, got.advert), (Kind::Reply, advert()));
+
+        // A stopping agent still answers, and says it is leaving.
+        let leaving = Advert {
+            leaving: true,
+            ..advert()
+        };
+        let reply = agent.encode_reply(&leaving, NOW).unwrap();
+        assert_eq!(reply[5], 0x05);
+        let got = at_prober.decode_message(&reply, NOW).unwrap();
+        assert_eq!((got.kind, got.advert), (Kind::Reply, leaving));
+
+        // Heartbeats come through decode_message too, marked as such; a reply shares the
+        // sender's sequence with its heartbeats, so neither is taken for a replay of the other.
+        let hb = agent.encode(&advert(), NOW).unwrap();
+        assert_eq!(
+            at_prober.decode_message(&hb, NOW).unwrap().kind,
+            Kind::Heartbeat
+        );
+        assert_eq!(
+            at_prober.decode_message(&hb, NOW),
+            Err(DropReason::Replayed)
+        );
+        // And probes are replay-protected like everything else.
+        assert_eq!(
+            at_agent.decode_message(&probe, NOW),
+            Err(DropReason::Replayed)
+        );
+    }
+
+    #[test]
+    fn heartbeat_decoding_never_returns_a_probe_or_a_reply() {
+        let mut dec = decoder();
+        let probe = encoder(1).encode_probe("check:i-1", NOW).unwrap();
+        let reply = encoder(1).encode_reply(&advert(), NOW).unwrap();
+        assert_eq!(dec.decode(&probe, NOW), Err(DropReason::NotHeartbeat));
+        assert_eq!(dec.decode(&reply, NOW), Err(DropReason::NotHeartbeat));
+        // Dropping them left no anti-replay trace: the same datagrams are still fresh.
+        assert_eq!(dec.decode_message(&probe, NOW).unwrap().kind, Kind::Probe);
+        assert_eq!(dec.decode_message(&reply, NOW).unwrap().kind, Kind::Reply);
+        // Unauthenticated ones fail on the MAC first, whatever they claim to be.
+        let mut forged = encoder(2).encode_probe("check:i-1", NOW).unwrap();
+        let n = forged.len();
+        forged[n - 1] ^= 1;
+        assert_eq!(dec.decode_message(&forged, NOW), Err(DropReason::BadMac));
+        assert_eq!(DropReason::NotHeartbeat.label(), "not_heartbeat");
+    }
+
+    #[test]
+    fn flag_combinations_and_empty_adverts() {
+        let d = encoder(1).encode(&advert(), NOW).unwrap();
+        let body = &d[..d.len() - MAC_LEN];
+        let probe = encoder(1).encode_probe("check:i-1", NOW).unwrap();
+        let probe_body = &probe[..probe.len() - MAC_LEN];
+        let count_at = FIXED_HEADER + advert().node.len();
+        let probe_count_at = FIXED_HEADER + "check:i-1".len();
+
+        let with_flags = |b: &[u8], flags: u8| {
+            let mut b = b.to_vec();
+            b[5] = flags;
+            sign(&b)
+        };
+        // Every bit above the three known ones is still refused, with or without the others.
+        for bit in 3..8 {
+            for base in [0x00, 0x01, 0x04] {
+                assert_eq!(
+                    decoder().decode_message(&with_flags(body, base | 1 << bit), NOW),
+                    Err(DropReason::Malformed),
+                    "bit {bit} over {base:#x}"
+                );
+            }
+        }
+        // Probe and reply at once, or a leaving probe, mean nothing.
+        for flags in [0x06, 0x07, 0x03] {
+            assert_eq!(
+                decoder().decode_message(&with_flags(probe_body, flags), NOW),
+                Err(DropReason::Malformed),
+                "flags {flags:#x}"
+            );
+        }
+        // Zero entries: a probe's privilege.
+        for flags in [0x00, 0x01, 0x04, 0x05] {
+            assert_eq!(
+                decoder().decode_message(&with_flags(probe_body, flags), NOW),
+                Err(DropReason::Malformed),
+                "empty advert with flags {flags:#x}"
+            );
+        }
+        // A probe carrying entries is refused too.
+        let mut b = body.to_vec();
+        b[5] = 0x02;
+        assert_eq!(
+            decoder().decode_message(&sign(&b), NOW),
+            Err(DropReason::Malformed)
+        );
+        // The unmodified bodies, re-signed, still pass: the cases above fail on the flags alone.
+        assert!(decoder().decode_message(&sign(body), NOW).is_ok());
+        assert!(decoder().decode_message(&sign(probe_body), NOW).is_ok());
+        assert_eq!(probe_body[probe_count_at], 0);
+        assert_eq!(body[count_at], 5);
+
+        let empty = Advert {
+            entries: vec![],
+            ..advert()
+        };
+        assert_eq!(encoder(1).encode(&empty, NOW), Err(EncodeError::NoEntries));
+        assert_eq!(
+            encoder(1).encode_reply(&empty, NOW),
+            Err(EncodeError::NoEntries)
+        );
+        assert_eq!(check_limits(&empty), Err(EncodeError::NoEntries));
+        assert_eq!(
+            encoder(1).encode_probe("", NOW),
+            Err(EncodeError::EmptyNodeId)
+        );
+        assert_eq!(
+            encoder(1).encode_probe(&"x".repeat(MAX_NODE_ID + 1), NOW),
+            Err(EncodeError::NodeIdTooLong(MAX_NODE_ID + 1))
+        );
     }
 
     #[test]
