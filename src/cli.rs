@@ -39,6 +39,16 @@ pub enum Command {
     Sim(exoip_providers::sim::cli::SimArgs),
     /// Three hosts in network namespaces, the simulated cloud, a kill and the takeover timeline (root).
     Demo(crate::lab::DemoArgs),
+    /// Show what the running agent knows: states and why, priorities, API holders, peers, checks.
+    Status(crate::status::StatusArgs),
+    /// Hand the addresses over now and stay out of the election until `exoip resume`.
+    Release(crate::status::ControlArgs),
+    /// Undo `release` or `promote`.
+    Resume(crate::status::ControlArgs),
+    /// Take the addresses now (priority value 1) until `exoip resume`.
+    Promote(crate::status::ControlArgs),
+    /// Preflight: check configuration, credentials, the IP, the alias and every peer (same flags as -W).
+    Check(Box<AgentArgs>),
     /// Test-bed helpers used by the demo, the end-to-end tests and the benchmarks.
     #[command(hide = true)]
     Lab {
@@ -227,13 +237,106 @@ pub struct AgentArgs {
     /// Do not put the IP on a loopback alias (it is configured elsewhere).
     #[arg(long = "no-alias", help_heading = "Behaviour")]
     pub no_alias: bool,
+    /// With -A/-D: say what would be done, change nothing.
+    #[arg(long = "dry-run", help_heading = "Behaviour")]
+    pub dry_run: bool,
 
-    /// Log to standard output (default: standard error).
+    /// Track a command: exit status 0 is healthy (run without a shell; repeatable).
+    #[arg(
+        long = "track-script",
+        value_name = "CMD",
+        help_heading = "Health checks"
+    )]
+    pub track_script: Vec<String>,
+    /// Track a process by name, like `killall -0 NAME` (repeatable).
+    #[arg(
+        long = "track-process",
+        value_name = "NAME",
+        help_heading = "Health checks"
+    )]
+    pub track_process: Vec<String>,
+    /// Track a TCP port: healthy when a connection succeeds (repeatable).
+    #[arg(
+        long = "track-tcp",
+        value_name = "HOST:PORT",
+        help_heading = "Health checks"
+    )]
+    pub track_tcp: Vec<String>,
+    /// Track an HTTP URL: healthy on a 2xx answer (repeatable).
+    #[arg(
+        long = "track-http",
+        value_name = "URL",
+        help_heading = "Health checks"
+    )]
+    pub track_http: Vec<String>,
+    /// How often each check runs.
+    #[arg(
+        long = "track-interval",
+        value_name = "DURATION",
+        help_heading = "Health checks"
+    )]
+    pub track_interval: Option<String>,
+    /// How long a check may take before it counts as failed.
+    #[arg(
+        long = "track-timeout",
+        value_name = "DURATION",
+        help_heading = "Health checks"
+    )]
+    pub track_timeout: Option<String>,
+    /// Consecutive failures before a check is down.
+    #[arg(long = "track-fall", value_name = "N", help_heading = "Health checks")]
+    pub track_fall: Option<u32>,
+    /// Consecutive successes before a check is up again.
+    #[arg(long = "track-rise", value_name = "N", help_heading = "Health checks")]
+    pub track_rise: Option<u32>,
+    /// A failing check adds N to the priority value instead of putting the node in FAULT.
+    #[arg(long = "track-weight", value_name = "N", value_parser = clap::value_parser!(u8).range(1..), help_heading = "Health checks")]
+    pub track_weight: Option<u8>,
+
+    /// Run on every state change and re-assert (environment: EXOIP_STATE, EXOIP_ADDRESS, ...).
+    #[arg(long = "notify", value_name = "CMD", help_heading = "Hooks")]
+    pub notify: Option<String>,
+    /// Run on becoming master.
+    #[arg(long = "notify-master", value_name = "CMD", help_heading = "Hooks")]
+    pub notify_master: Option<String>,
+    /// Run on becoming backup.
+    #[arg(long = "notify-backup", value_name = "CMD", help_heading = "Hooks")]
+    pub notify_backup: Option<String>,
+    /// Run on entering FAULT.
+    #[arg(long = "notify-fault", value_name = "CMD", help_heading = "Hooks")]
+    pub notify_fault: Option<String>,
+    /// Run hooks through /bin/sh -c (default: split into words, no shell).
+    #[arg(long = "hook-shell", help_heading = "Hooks")]
+    pub hook_shell: bool,
+    /// Kill a hook that runs longer than this.
+    #[arg(long = "hook-timeout", value_name = "DURATION", help_heading = "Hooks")]
+    pub hook_timeout: Option<String>,
+
+    /// Status and control socket ("none" to disable).
+    #[arg(
+        long = "status-socket",
+        env = "EXOIP_STATUS_SOCKET",
+        value_name = "PATH",
+        help_heading = "Status"
+    )]
+    pub status_socket: Option<String>,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9712); off by default.
+    #[arg(
+        long = "metrics-listen",
+        value_name = "ADDR:PORT",
+        help_heading = "Status"
+    )]
+    pub metrics_listen: Option<String>,
+
+    /// Log to standard output (the default; kept for the Go exoip's command lines).
     #[arg(short = 'O', long = "log-stdout", help_heading = "Logging")]
     pub log_stdout: bool,
     /// Verbose logging.
     #[arg(short = 'v', long = "verbose", help_heading = "Logging")]
     pub verbose: bool,
+    /// Log format: text or json (journald is used when started by systemd).
+    #[arg(long = "log-format", value_name = "FORMAT", value_parser = ["text", "json"], help_heading = "Logging")]
+    pub log_format: Option<String>,
 }
 
 /// Rewrites Go-`flag` style arguments (`-xi 1.2.3.4`, `-xi=1.2.3.4`, `-P=5`) into clap's forms.

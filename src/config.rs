@@ -87,8 +87,17 @@ pub struct Config {
     pub reconcile_interval: Duration,
     pub peer_refresh: Duration,
     pub no_alias: bool,
-    pub log_stdout: bool,
+    /// `-A`/`-D`: report what would be done, change nothing.
+    pub dry_run: bool,
+    /// The status and control socket (`None`: disabled).
+    pub status_socket: Option<std::path::PathBuf>,
+    pub metrics_listen: Option<SocketAddr>,
+    pub log_json: bool,
     pub verbose: bool,
+    /// Tracked health checks (`--track-*`).
+    pub checks: Vec<crate::health::CheckSpec>,
+    /// Notify hooks (`--notify*`).
+    pub hooks: crate::hooks::HookConfig,
     /// Things worth telling the operator once logging is up (never containing secrets).
     pub warnings: Vec<String>,
 }
@@ -447,6 +456,38 @@ impl Config {
             }
         }
 
+        let status_socket = match args.status_socket.as_deref().map(str::trim) {
+            Some("none") | Some("") => None,
+            Some(p) => Some(std::path::PathBuf::from(p)),
+            None => Some(std::path::PathBuf::from(crate::status::DEFAULT_SOCKET)),
+        };
+        let metrics_listen = match args.metrics_listen.as_deref().map(str::trim) {
+            None => None,
+            Some(m) => Some(m.parse::<SocketAddr>().map_err(|_| {
+                ConfigError(format!(
+                    "--metrics-listen: '{m}' is not IP:PORT (e.g. 127.0.0.1:9712)"
+                ))
+            })?),
+        };
+        if args.dry_run && mode == Mode::Watchdog {
+            return err("--dry-run: only with -A or -D");
+        }
+        let checks = health_checks(args)?;
+        let hook_timeout = opt_duration(
+            "--hook-timeout",
+            &args.hook_timeout,
+            crate::hooks::DEFAULT_HOOK_TIMEOUT,
+        )?;
+        let hooks = crate::hooks::HookConfig::parse(
+            args.notify.as_deref(),
+            args.notify_master.as_deref(),
+            args.notify_backup.as_deref(),
+            args.notify_fault.as_deref(),
+            args.hook_shell,
+            hook_timeout,
+        )
+        .map_err(ConfigError)?;
+
         Ok(Config {
             mode,
             validate_only: args.validate,
@@ -471,8 +512,13 @@ impl Config {
             reconcile_interval,
             peer_refresh,
             no_alias: args.no_alias,
-            log_stdout: args.log_stdout,
+            dry_run: args.dry_run,
+            status_socket,
+            metrics_listen,
+            log_json: args.log_format.as_deref() == Some("json"),
             verbose: args.verbose,
+            checks,
+            hooks,
             warnings,
         })
     }
@@ -484,6 +530,67 @@ impl Config {
             self.port,
         )
     }
+}
+
+/// The `--track-*` flags as check specifications, with the shared timing options applied.
+fn health_checks(args: &AgentArgs) -> Result<Vec<crate::health::CheckSpec>, ConfigError> {
+    use crate::health::{self, CheckKind, CheckSpec};
+    let mut kinds = Vec::new();
+    fn flag_err(flag: &'static str) -> impl Fn(String) -> ConfigError {
+        move |e| ConfigError(format!("{flag}: {e}"))
+    }
+    for s in &args.track_script {
+        kinds.push(CheckKind::Script(
+            health::parse_script(s).map_err(flag_err("--track-script"))?,
+        ));
+    }
+    for s in &args.track_process {
+        kinds.push(CheckKind::Process(
+            health::parse_process(s).map_err(flag_err("--track-process"))?,
+        ));
+    }
+    for s in &args.track_tcp {
+        kinds.push(CheckKind::Tcp(
+            health::parse_tcp(s).map_err(flag_err("--track-tcp"))?,
+        ));
+    }
+    for s in &args.track_http {
+        kinds.push(CheckKind::Http(
+            health::parse_http(s).map_err(flag_err("--track-http"))?,
+        ));
+    }
+    let interval = args
+        .track_interval
+        .as_deref()
+        .map(|s| parse_positive_duration("--track-interval", s))
+        .transpose()?;
+    let timeout = args
+        .track_timeout
+        .as_deref()
+        .map(|s| parse_positive_duration("--track-timeout", s))
+        .transpose()?;
+    for (flag, v) in [
+        ("--track-fall", args.track_fall),
+        ("--track-rise", args.track_rise),
+    ] {
+        if v == Some(0) {
+            return err(format!("{flag}: must be at least 1"));
+        }
+    }
+    let specs: Vec<CheckSpec> = kinds
+        .into_iter()
+        .map(|kind| {
+            let mut spec = CheckSpec::new(kind);
+            spec.interval = interval.unwrap_or(spec.interval);
+            spec.timeout = timeout.unwrap_or(spec.timeout);
+            spec.fall = args.track_fall.unwrap_or(spec.fall);
+            spec.rise = args.track_rise.unwrap_or(spec.rise);
+            spec.weight = args.track_weight;
+            spec
+        })
+        .collect();
+    health::validate(&specs).map_err(|e| ConfigError(format!("--track-*: {e}")))?;
+    Ok(specs)
 }
 
 pub fn default_endpoint(zone: &str) -> String {
@@ -555,7 +662,7 @@ impl fmt::Display for Config {
             "reconcile every    {}",
             show_duration(self.reconcile_interval)
         )?;
-        write!(
+        writeln!(
             f,
             "loopback alias     {}",
             if self.no_alias {
@@ -563,6 +670,15 @@ impl fmt::Display for Config {
             } else {
                 "on"
             }
-        )
+        )?;
+        let socket = self
+            .status_socket
+            .as_ref()
+            .map_or("off".to_string(), |p| p.display().to_string());
+        writeln!(f, "status socket      {socket}")?;
+        let metrics = self
+            .metrics_listen
+            .map_or("off".to_string(), |m| format!("http://{m}/metrics"));
+        write!(f, "metrics            {metrics}")
     }
 }

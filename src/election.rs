@@ -896,7 +896,8 @@ impl Core {
         }
     }
 
-    fn advert(&self) -> Advert {
+    /// The heartbeat this node would send now (also the answer to a probe).
+    pub fn advert(&self) -> Advert {
         Advert {
             node: self.params.node.clone(),
             leaving: self.stopping,

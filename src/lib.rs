@@ -7,8 +7,13 @@
 
 pub mod agent;
 pub mod alias;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod election;
+pub mod health;
+pub mod hooks;
 pub mod lab;
+pub mod metrics;
+pub mod status;
 pub mod wire;

@@ -34,6 +34,18 @@ fn main() -> ExitCode {
                 .map_err(|e| anyhow::anyhow!("{e}"))
         }
         Some(Command::Demo(args)) => runtime.block_on(exoip::lab::run_demo(args)),
+        Some(Command::Status(args)) => runtime.block_on(exoip::status::run_status(args)),
+        Some(Command::Release(args)) => {
+            runtime.block_on(exoip::status::run_control("release", args))
+        }
+        Some(Command::Resume(args)) => runtime.block_on(exoip::status::run_control("resume", args)),
+        Some(Command::Promote(args)) => {
+            runtime.block_on(exoip::status::run_control("promote", args))
+        }
+        Some(Command::Check(args)) => {
+            let sub = matches.subcommand_matches("check").unwrap_or(&matches);
+            return exoip::agent::check_main(*args, sub, runtime);
+        }
         Some(Command::Lab { command }) => runtime.block_on(exoip::lab::run_lab(command)),
         None => return exoip::agent::main(cli.agent, &matches, runtime),
     };

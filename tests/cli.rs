@@ -133,7 +133,8 @@ fn legacy_go_flag_forms_are_accepted() {
         out.contains("https://api-ch-gva-2.exoscale.com/v2"),
         "{out}"
     );
-    assert!(err.contains("retired API v1"), "{err}");
+    // Logs (warnings included) go to stdout.
+    assert!(out.contains("retired API v1"), "{out}");
 }
 
 #[test]
@@ -155,7 +156,7 @@ fn secret_on_the_command_line_works_but_warns() {
     );
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out} {err}");
-    assert!(err.contains("ps"), "warns that -xs is visible: {err}");
+    assert!(out.contains("(ps)"), "warns that -xs is visible: {out}");
     assert!(!out.contains(SECRET) && !err.contains(SECRET));
 }
 

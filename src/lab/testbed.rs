@@ -588,8 +588,16 @@ impl Lab {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        // Hosts share this machine's filesystem: each agent gets its own status socket.
+        args.push("--status-socket".to_string());
+        args.push(self.status_socket(host).display().to_string());
         args.extend(self.cfg.extra_agent_args.iter().cloned());
         args
+    }
+
+    /// The status socket of the agent on `host` (for `exoip status --socket ...`).
+    pub fn status_socket(&self, host: usize) -> PathBuf {
+        self.dir.join(format!("{}.sock", self.hosts[host].name))
     }
 
     /// Starts the agent on `host`; its output is appended to `<name>.log` in the lab directory.
