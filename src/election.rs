@@ -647,7 +647,8 @@ impl Core {
                 if who == self.params.node && slot.role == Role::Leaving {
                     slot.leaving_since = None;
                     let to = self.after_leaving();
-                    self.set_role(i, to, "released", out);
+                    let why = self.leaving_done("released");
+                    self.set_role(i, to, &why, out);
                 }
             }
             _ => {}
@@ -671,6 +672,15 @@ impl Core {
 
     fn set_role(&mut self, i: usize, to: Role, reason: &str, out: &mut Vec<Action>) {
         self.set_role_about(i, to, reason, None, out)
+    }
+
+    /// The reason shown once a hand-over is done: for a fault, why we are out of the election
+    /// (that is what an operator asks), then what happened to the address.
+    fn leaving_done(&self, what: &str) -> String {
+        match (self.stopping, self.unavailable()) {
+            (false, Some(why)) => format!("{why} (address {what})"),
+            _ => what.to_string(),
+        }
     }
 
     /// Where a hand-over ends: stopped when the process stops, else out of the election.
@@ -824,12 +834,14 @@ impl Core {
                             self.start_op(i, Op::Detach(me), out);
                         } else {
                             self.slots[i].leaving_since = None;
-                            self.set_role(i, to, "released", out);
+                            let why = self.leaving_done("released");
+                            self.set_role(i, to, &why, out);
                         }
                     } else if timed_out && idle {
                         // Give up releasing after the timeout plus retries (exit, or stay out).
                         self.slots[i].leaving_since = None;
-                        self.set_role(i, to, "release failed", out);
+                        let why = self.leaving_done("release failed");
+                        self.set_role(i, to, &why, out);
                     }
                 }
                 return;

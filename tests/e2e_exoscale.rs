@@ -6,66 +6,12 @@ use std::net::SocketAddrV4;
 use std::time::Duration;
 
 use anyhow::{anyhow, ensure, Result};
-use exoip::lab::{no_holder_intervals, unix_now, Lab, LabConfig, EIP, HEARTBEAT_PORT};
+use exoip::lab::{no_holder_intervals, unix_now, Lab, EIP, HEARTBEAT_PORT};
 use exoip::wire;
 use nix::sys::signal::Signal;
 
-fn root_or_skip() -> bool {
-    if exoip::lab::testbed::is_root() {
-        return true;
-    }
-    if std::env::var_os("EXOIP_SKIP_NETNS_TESTS").is_some() {
-        eprintln!("skipped: needs root (EXOIP_SKIP_NETNS_TESTS is set)");
-        return false;
-    }
-    panic!("network-namespace tests need root; set EXOIP_SKIP_NETNS_TESTS=1 to skip them");
-}
-
-fn config() -> LabConfig {
-    let mut cfg = LabConfig::new(env!("CARGO_BIN_EXE_exoip"));
-    cfg.interval = Duration::from_millis(200);
-    cfg.dead_ratio = 3;
-    cfg
-}
-
-/// Generous bound for anything that should take about one dead period plus API calls.
-fn patience(lab: &Lab) -> Duration {
-    lab.config().dead_period() * 5 + Duration::from_secs(5)
-}
-
-async fn start(cfg: LabConfig) -> Lab {
-    match tokio::time::timeout(Duration::from_secs(30), Lab::start(cfg)).await {
-        Ok(Ok(lab)) => lab,
-        Ok(Err(e)) => panic!("cannot build the lab: {e:#}"),
-        Err(_) => panic!("building the lab took more than 30 s"),
-    }
-}
-
-/// Runs a scenario with an overall time limit; on failure prints the timeline and the logs.
-async fn check<F>(lab: &Lab, limit: Duration, scenario: F)
-where
-    F: std::future::Future<Output = Result<()>>,
-{
-    let outcome = match tokio::time::timeout(limit, scenario).await {
-        Ok(r) => r,
-        Err(_) => Err(anyhow!("scenario exceeded {limit:?}")),
-    };
-    if let Err(e) = outcome {
-        eprintln!("{}", lab.describe_state());
-        for ev in lab.timeline().unwrap_or_default() {
-            let holders: Vec<String> = ev.holders.iter().map(|h| lab.instance_name(h)).collect();
-            eprintln!(
-                "timeline {:.3} {} {} -> [{}]",
-                ev.t,
-                ev.event,
-                lab.instance_name(&ev.instance),
-                holders.join(",")
-            );
-        }
-        eprintln!("{}", lab.log_tails(40));
-        panic!("{e:#}");
-    }
-}
+mod common;
+use common::{check, config, patience, root_or_skip, start};
 
 fn name(lab: &Lab, host: usize) -> &str {
     &lab.hosts()[host].name

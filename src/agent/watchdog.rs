@@ -41,6 +41,9 @@ const CALL_BOUND: Duration = Duration::from_secs(120);
 /// Probe answers per second, at most.
 const PROBES_PER_SECOND: u32 = 10;
 
+/// How often, at least, peers are probed for round-trip times.
+const RTT_EVERY: Duration = Duration::from_secs(5);
+
 /// How many recent API calls status shows.
 const API_HISTORY: usize = 20;
 
@@ -195,6 +198,7 @@ enum Event {
     Health(CheckResult),
     Control(ControlRequest),
     Signal(Signal),
+    ProbePeers,
     ForcedExit,
 }
 
@@ -224,6 +228,9 @@ struct Driver {
     drops: DropLog,
     /// Start of the current second and probes answered in it.
     probe_window: (Instant, u32),
+    /// Our own probes awaiting an answer, by peer address; round-trip times by peer id.
+    probes_out: BTreeMap<SocketAddr, Instant>,
+    rtt: BTreeMap<String, f64>,
     ops_tx: mpsc::UnboundedSender<(Input, ApiCallInfo)>,
 }
 
@@ -366,6 +373,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         counters: HeartbeatCounters::default(),
         drops: DropLog::default(),
         probe_window: (Instant::now(), 0),
+        probes_out: BTreeMap::new(),
+        rtt: BTreeMap::new(),
         ops_tx,
         cfg,
     };
@@ -376,6 +385,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut sigusr2 = signal(SignalKind::user_defined2())?;
     let mut stop_signals = 0u32;
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut rtt_timer = tokio::time::interval((d.cfg.interval * 5).max(RTT_EVERY));
+    rtt_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     // Until the first results arrive, checks count as failing: never claim on unknown health.
     let summary = d.health.summary();
@@ -408,6 +419,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             Some(list) = peers_rx.recv() => Event::Peers(list),
             Some(result) = health_rx.recv() => Event::Health(result),
             Some(request) = control_rx.recv() => Event::Control(request),
+            _ = rtt_timer.tick() => Event::ProbePeers,
             _ = sigterm.recv() => { stop_signals += 1; Event::Signal(Signal::Stop) },
             _ = sigint.recv() => { stop_signals += 1; Event::Signal(Signal::Stop) },
             _ = sigusr1.recv() => Event::Signal(Signal::Promote),
@@ -433,6 +445,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 None
             }
             Event::Health(result) => d.on_health(result),
+            Event::ProbePeers => {
+                d.probe_peers().await;
+                None
+            }
             Event::Control(request) => d.on_control(request),
             Event::Signal(s) => {
                 match s {
@@ -617,9 +633,16 @@ impl Driver {
                 None
             }
             Ok(Message {
-                kind: Kind::Reply, ..
+                kind: Kind::Reply,
+                advert,
             }) => {
-                self.record_drop(DropReason::NotHeartbeat.label(), from);
+                match self.probes_out.remove(&from) {
+                    Some(sent) => {
+                        let rtt = sent.elapsed().as_secs_f64() * 1000.0;
+                        self.rtt.insert(advert.node, rtt);
+                    }
+                    None => self.record_drop(DropReason::NotHeartbeat.label(), from),
+                }
                 None
             }
             Err(reason) => {
@@ -633,6 +656,29 @@ impl Driver {
         *self.counters.dropped.entry(label.to_string()).or_default() += 1;
         self.metrics.heartbeat_dropped(label);
         self.drops.record(label, from);
+    }
+
+    /// Probes every peer once, to measure round-trip times for status.
+    async fn probe_peers(&mut self) {
+        let probe = match self
+            .encoder
+            .encode_probe(&self.me.id.0, unix_now().as_millis() as u64)
+        {
+            Ok(p) => p,
+            Err(e) => {
+                debug!("cannot encode a probe: {e}");
+                return;
+            }
+        };
+        // Answers older than one round are lost: forget them.
+        self.probes_out.clear();
+        for peer in &self.peers {
+            if let Some(target) = target_for(self.socket_is_v6, *peer) {
+                if self.socket.send_to(&probe, target).await.is_ok() {
+                    self.probes_out.insert(canonical(target), Instant::now());
+                }
+            }
+        }
     }
 
     /// Answers an authenticated probe (`exoip check` on a peer) with our current heartbeat.
@@ -777,12 +823,12 @@ impl Driver {
             .into_iter()
             .map(|p| PeerInfo {
                 address: self.peer_addrs.get(&p.id).map(|a| a.to_string()),
+                rtt_ms: self.rtt.get(&p.id).copied(),
                 id: p.id,
                 last_heard_ago_ms: now.saturating_sub(p.last_heard).as_millis() as u64,
                 alive: p.alive,
                 leaving: p.leaving,
                 delay_ms: None,
-                rtt_ms: None,
                 ips: p
                     .entries
                     .iter()

@@ -66,6 +66,8 @@ pub struct LabConfig {
     pub fetch_timeout: Duration,
     pub exoip_bin: PathBuf,
     pub extra_agent_args: Vec<String>,
+    /// Further agent arguments for one host (index = host); missing entries add nothing.
+    pub host_agent_args: Vec<Vec<String>>,
     pub extra_sim_args: Vec<String>,
     /// Keep the temporary directory (logs, timeline) after the lab is gone.
     pub keep: bool,
@@ -88,6 +90,7 @@ impl LabConfig {
             fetch_timeout: Duration::from_millis(250),
             exoip_bin: exoip_bin.into(),
             extra_agent_args: Vec::new(),
+            host_agent_args: Vec::new(),
             extra_sim_args: Vec::new(),
             keep: false,
             verbose: false,
@@ -592,7 +595,43 @@ impl Lab {
         args.push("--status-socket".to_string());
         args.push(self.status_socket(host).display().to_string());
         args.extend(self.cfg.extra_agent_args.iter().cloned());
+        if let Some(more) = self.cfg.host_agent_args.get(host) {
+            args.extend(more.iter().cloned());
+        }
         args
+    }
+
+    /// Runs the exoip binary to completion inside `host`'s namespace with the lab's API
+    /// credentials in the environment (for `exoip check`, `exoip lab http-get`, ...).
+    /// `env` adds or overrides variables. Returns (exit code, stdout, stderr).
+    pub async fn exoip_in(
+        &self,
+        host: usize,
+        args: &[String],
+        env: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<(Option<i32>, String, String)> {
+        let h = self.host(host)?;
+        let mut all_env = vec![
+            ("EXOSCALE_API_KEY", self.api_key.as_str()),
+            ("EXOSCALE_API_SECRET", self.api_secret.expose()),
+        ];
+        all_env.extend_from_slice(env);
+        let child = ns_command(&h.ns, &self.cfg.exoip_bin, args, &all_env)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run exoip on {}", h.name))?;
+        let out = tokio::time::timeout(timeout, child.wait_with_output())
+            .await
+            .with_context(|| {
+                format!("exoip {args:?} on {} took more than {timeout:?}", h.name)
+            })??;
+        Ok((
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
     }
 
     /// The status socket of the agent on `host` (for `exoip status --socket ...`).
