@@ -378,6 +378,24 @@ async fn preflight_finds_a_missing_peer_and_a_wrong_key() {
             "{out}"
         );
 
+        // -A / -D --dry-run on lb2 say what they would do and change nothing.
+        let events_before = lab.timeline()?.len();
+        for (mode, verb) in [("-A", "would attach"), ("-D", "nothing to do")] {
+            let mut dry = vec![mode.to_string(), "--dry-run".to_string()];
+            dry.extend(lab.agent_args(1).into_iter().skip(1));
+            let (code, out, err) = lab.exoip_in(1, &dry, &[], Duration::from_secs(30)).await?;
+            ensure!(code == Some(0), "{mode} --dry-run: {out}{err}");
+            ensure!(
+                out.contains(verb) && out.contains("dry run"),
+                "{mode}: {out}"
+            );
+        }
+        ensure!(
+            lab.timeline()?.len() == events_before,
+            "a dry run changed the cloud"
+        );
+        ensure!(!lab.has_alias(1).await?, "a dry run added an alias");
+
         // lb3's agent is gone: its probe fails, the rest passes, exit 1.
         lab.kill(2, nix::sys::signal::Signal::SIGKILL)?;
         lab.wait_agent_exit(2, Duration::from_secs(5)).await?;
