@@ -16,7 +16,7 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use crate::config::{AuthKeySource, Config, Mode, Peers};
-use crate::wire::{self, Advert, AuthKey, DropReason, Encoder, IpState, Kind};
+use crate::wire::{self, Advert, AuthKey, DropReason, Encoder, Kind};
 
 /// How long a peer has to answer a probe. An agent answers on receipt, whatever its heartbeat
 /// interval, so this only has to cover the round trip and a busy host, not an interval.
@@ -717,16 +717,6 @@ enum Attempt {
     Silent,
 }
 
-fn state_name(s: IpState) -> &'static str {
-    match s {
-        IpState::Init => "init",
-        IpState::Backup => "backup",
-        IpState::Master => "master",
-        IpState::Fault => "fault",
-        IpState::Leaving => "leaving",
-    }
-}
-
 /// Turns a probe's outcome into the line for peer `addr`; `expected` is the instance the API
 /// lists at that address (security-group peers only).
 pub fn judge_probe(
@@ -757,7 +747,7 @@ pub fn judge_probe(
                 .addresses
                 .iter()
                 .map(|w| match a.advert.entries.iter().find(|e| e.ip == w.ip) {
-                    Some(e) => format!("{} {} priority {}", w.ip, state_name(e.state), e.priority),
+                    Some(e) => format!("{} {} priority {}", w.ip, e.state.name(), e.priority),
                     None => format!("{} not watched", w.ip),
                 })
                 .collect();

@@ -65,6 +65,17 @@ pub enum IpState {
 }
 
 impl IpState {
+    /// Lower-case name, as status and check show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            IpState::Init => "init",
+            IpState::Backup => "backup",
+            IpState::Master => "master",
+            IpState::Fault => "fault",
+            IpState::Leaving => "leaving",
+        }
+    }
+
     fn from_wire(b: u8) -> Option<Self> {
         Some(match b {
             0 => Self::Init,

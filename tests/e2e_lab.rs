@@ -7,16 +7,8 @@ use std::time::Duration;
 use anyhow::{ensure, Result};
 use exoip::lab::{netns, Lab, LabConfig, HEARTBEAT_PORT};
 
-fn root_or_skip() -> bool {
-    if exoip::lab::testbed::is_root() {
-        return true;
-    }
-    if std::env::var_os("EXOIP_SKIP_NETNS_TESTS").is_some() {
-        eprintln!("skipped: needs root (EXOIP_SKIP_NETNS_TESTS is set)");
-        return false;
-    }
-    panic!("network-namespace tests need root; set EXOIP_SKIP_NETNS_TESTS=1 to skip them");
-}
+mod common;
+use common::root_or_skip;
 
 fn bare_config() -> LabConfig {
     let mut cfg = LabConfig::new(env!("CARGO_BIN_EXE_exoip"));

@@ -30,7 +30,7 @@ use crate::status::{
     self, ApiCallInfo, ControlRequest, HealthInfo, HeartbeatCounters, IpInfo, NodeInfo, PeerInfo,
     PeerIpInfo, StatusSnapshot,
 };
-use crate::wire::{self, Advert, Decoder, DropReason, Encoder, IpState, Kind, Message};
+use crate::wire::{self, Advert, Decoder, DropReason, Encoder, Kind, Message};
 
 /// Largest datagram we read; anything bigger is not ours.
 const MAX_DATAGRAM: usize = 2048;
@@ -176,16 +176,6 @@ fn reason_class(from: Role, to: Role, reason: &str) -> &'static str {
         (Role::Master, Role::Backup) => "taken_over",
         (_, Role::Stopped) => "released",
         _ => "other",
-    }
-}
-
-fn ip_state_name(s: IpState) -> &'static str {
-    match s {
-        IpState::Init => "init",
-        IpState::Backup => "backup",
-        IpState::Master => "master",
-        IpState::Fault => "fault",
-        IpState::Leaving => "leaving",
     }
 }
 
@@ -834,7 +824,7 @@ impl Driver {
                     .iter()
                     .map(|e| PeerIpInfo {
                         ip: e.ip,
-                        state: ip_state_name(e.state).to_string(),
+                        state: e.state.name().to_string(),
                         priority: e.priority,
                     })
                     .collect(),
