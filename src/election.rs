@@ -20,6 +20,11 @@
 //!   then detach from self, drop the alias and exit.
 //! - Reconcile periodically: re-read the holders; a master re-attaches and fences as needed and
 //!   re-asserts its alias; a backup makes sure it has no alias.
+//! - Health: failing weighted checks add their weight to every priority value; any other
+//!   failing check (or `exoip release`) puts the node in `Fault`: it hands over like a graceful
+//!   stop (announced as `fault`, so the best backup claims at once), releases, and stays out of
+//!   the election until healthy (or `exoip resume`). Health counts only from the end of the
+//!   start-up hold-off. `exoip promote` makes the priority value 1 until `exoip resume`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -236,6 +241,10 @@ struct Slot {
     /// Why the role last changed, and when.
     reason: String,
     since: Time,
+    /// The last peer seen announcing Master for this address, and the peer a claim takes the
+    /// address from (for hooks and logs: EXOIP_PEER).
+    last_master: Option<String>,
+    claimed_from: Option<String>,
 }
 
 /// A snapshot of one address for status output.
@@ -306,6 +315,8 @@ impl Core {
                 read_after_claim: false,
                 reason: "starting: hold-off".to_string(),
                 since: now,
+                last_master: None,
+                claimed_from: None,
             })
             .collect();
         let rng = params.jitter_seed | 1;
@@ -637,7 +648,8 @@ impl Core {
                 // Read who else holds it next, so they can be fenced.
                 slot.next_reconcile = now;
                 slot.read_after_claim = true;
-                self.set_role(i, Role::Master, "attached", out);
+                let from = slot.claimed_from.take();
+                self.set_role_about(i, Role::Master, "attached", from, out);
             }
             (Op::Detach(who), OpResult::Done) => {
                 slot.to_fence.remove(&who);
@@ -737,7 +749,9 @@ impl Core {
         }
         let holdoff_over = now >= self.started + self.params.dead_period();
         for i in 0..self.slots.len() {
-            if self.slots[i].role == Role::Init && holdoff_over {
+            // Health counts only from the end of the hold-off: a node starts in Init whatever
+            // its checks say (they have not run yet), and leaves it for Backup or Fault.
+            if self.slots[i].role == Role::Init && holdoff_over && self.unavailable().is_none() {
                 self.set_role(i, Role::Backup, "hold-off over", out);
             }
             self.decide(now, i, out);
@@ -763,7 +777,8 @@ impl Core {
             .best_master_peer(now, ip)
             .filter(|(prio, id, _)| (*prio, id.clone()) < my_rank);
 
-        if !self.stopping {
+        let holdoff_over = now >= self.started + self.params.dead_period();
+        if !self.stopping && (slot.role != Role::Init || holdoff_over) {
             let we_hold = slot.holders.as_ref().is_some_and(|(h, _)| h.contains(&me));
             match (self.unavailable(), slot.role) {
                 // Faulty or released: hand over like a stop (peers see us ineligible at once and
@@ -784,6 +799,9 @@ impl Core {
                 _ => {}
             }
         }
+        if let Some((_, id, _)) = self.best_master_peer(now, ip) {
+            self.slots[i].last_master = Some(id);
+        }
         let slot = &self.slots[i];
 
         match slot.role {
@@ -794,13 +812,18 @@ impl Core {
                     .as_ref()
                     .is_none_or(|(_, _, since)| now >= *since + self.params.dead_period());
                 if steady && !self.better_peer_joining(now, ip, &my_rank) {
-                    match master {
-                        Some((_, id, _)) => {
-                            let why = format!("preempting {id}: better priority");
-                            self.set_role_about(i, Role::Claiming, &why, Some(id), out);
-                        }
-                        None => self.set_role(i, Role::Claiming, "no better node alive", out),
-                    }
+                    let (why, from) = match master {
+                        Some((_, id, _)) => (format!("preempting {id}: better priority"), Some(id)),
+                        None => match self.slots[i].last_master.take() {
+                            Some(id) => (
+                                format!("{id} is gone and no better node is alive"),
+                                Some(id),
+                            ),
+                            None => ("no better node alive".to_string(), None),
+                        },
+                    };
+                    self.slots[i].claimed_from = from.clone();
+                    self.set_role_about(i, Role::Claiming, &why, from, out);
                 }
             }
             Role::Claiming if !i_win && self.slots[i].inflight.is_none() => {

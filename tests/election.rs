@@ -775,3 +775,89 @@ fn stopping_while_faulty_exits() {
     assert!(c.nodes[0].exited);
     c.assert_settled_on("lb2");
 }
+
+#[test]
+fn health_counts_only_after_the_hold_off() {
+    // lb1 is master; lb2 restarts with a health check that has not run yet, then passes 10 ms
+    // later. lb2 must sit out its hold-off like anyone else: no claim over a live master.
+    let mut c = Cluster::new(&[("lb1", 10), ("lb2", 20)], ms(1000), 3);
+    c.run_for(ms(6000));
+    c.assert_settled_on("lb1");
+    c.kill(1);
+    c.run_for(ms(500));
+    let t0 = c.now;
+    c.restart(1, 20, ms(1000), 3);
+    c.input(
+        1,
+        Input::Health {
+            fault: Some("process:haproxy not checked yet".into()),
+            penalty: 0,
+        },
+    );
+    c.run_for(ms(10));
+    c.input(
+        1,
+        Input::Health {
+            fault: None,
+            penalty: 0,
+        },
+    );
+    c.run_for(ms(10_000));
+    c.assert_settled_on("lb1");
+    assert!(c.first_time_held_by("lb2", t0).is_none(), "{}", c.dump());
+    let roles: Vec<Role> = c.nodes[1]
+        .transitions
+        .iter()
+        .filter(|t| t.0 >= t0)
+        .map(|t| t.2)
+        .collect();
+    assert_eq!(
+        roles,
+        vec![Role::Backup],
+        "straight from init to backup after the hold-off"
+    );
+}
+
+#[test]
+fn a_restarted_master_keeps_its_address_while_its_checks_first_run() {
+    let mut c = Cluster::new(&[("solo", 10)], ms(1000), 3);
+    c.run_for(ms(5000));
+    c.assert_settled_on("solo");
+    c.kill(0);
+    let t0 = c.now;
+    c.restart(0, 10, ms(1000), 3);
+    c.input(
+        0,
+        Input::Health {
+            fault: Some("not checked yet".into()),
+            penalty: 0,
+        },
+    );
+    c.run_for(ms(500));
+    c.input(
+        0,
+        Input::Health {
+            fault: None,
+            penalty: 0,
+        },
+    );
+    c.run_for(ms(10_000));
+    assert_eq!(c.longest_gap_after(t0), Duration::ZERO, "{}", c.dump());
+    c.assert_settled_on("solo");
+}
+
+#[test]
+fn a_node_still_failing_after_the_hold_off_goes_to_fault() {
+    let mut c = Cluster::new(&[("lb1", 10), ("lb2", 20)], ms(1000), 3);
+    c.input(
+        0,
+        Input::Health {
+            fault: Some("tcp:127.0.0.1:80 refused".into()),
+            penalty: 0,
+        },
+    );
+    c.run_for(ms(10_000));
+    c.assert_settled_on("lb2");
+    let roles: Vec<Role> = c.nodes[0].transitions.iter().map(|t| t.2).collect();
+    assert_eq!(roles, vec![Role::Fault]);
+}
