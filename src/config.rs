@@ -37,6 +37,12 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Watchdog,
     Associate,
@@ -92,7 +98,8 @@ pub struct Config {
     /// The status and control socket (`None`: disabled).
     pub status_socket: Option<std::path::PathBuf>,
     pub metrics_listen: Option<SocketAddr>,
-    pub log_json: bool,
+    /// `--log-format`: None picks journald under systemd, text otherwise.
+    pub log_format: Option<LogFormat>,
     pub verbose: bool,
     /// Tracked health checks (`--track-*`).
     pub checks: Vec<crate::health::CheckSpec>,
@@ -515,7 +522,11 @@ impl Config {
             dry_run: args.dry_run,
             status_socket,
             metrics_listen,
-            log_json: args.log_format.as_deref() == Some("json"),
+            log_format: match args.log_format.as_deref() {
+                Some("json") => Some(LogFormat::Json),
+                Some(_) => Some(LogFormat::Text),
+                None => None,
+            },
             verbose: args.verbose,
             checks,
             hooks,

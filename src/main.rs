@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Some(Command::Sim(args)) => {
-            exoip::agent::init_logging(false, false);
+            exoip::agent::init_logging(None, false);
             runtime
                 .block_on(exoip_providers::sim::cli::run(args))
                 .map_err(|e| anyhow::anyhow!("{e}"))

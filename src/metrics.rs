@@ -182,7 +182,7 @@ impl Metrics {
         let health_up = Family::<CheckLabels, Gauge>::default();
         registry.register(
             "health_check_up",
-            "1 while the health check passes, 0 while it fails",
+            "1 if the last run of the health check passed, 0 if it failed",
             health_up.clone(),
         );
         let health_results = Family::<CheckResultLabels, Counter>::default();
@@ -225,7 +225,8 @@ impl Metrics {
         self.inner.heartbeats_received.inc();
     }
 
-    /// A datagram was dropped (`reason`: e.g. `malformed`, `bad_mac`, `replay`, `unknown_peer`).
+    /// A datagram was dropped (`reason`: the wire drop label, e.g. `malformed`, `bad_mac`,
+    /// `replayed`, `unknown_group`).
     pub fn heartbeat_dropped(&self, reason: &str) {
         self.inner
             .heartbeats_dropped
@@ -251,8 +252,8 @@ impl Metrics {
             .observe(latency.as_secs_f64());
     }
 
-    /// An address changed state; `reason_class` is a short fixed word (`peer_dead`,
-    /// `preempted`, `health`, `admin`, ...), not the free-text reason.
+    /// An address changed state; `reason_class` is a short fixed word (`startup`, `preempt`,
+    /// `taken_over`, `health`, `admin`, ...), not the free-text reason.
     pub fn transition(&self, ip: IpAddr, to: &str, reason_class: &str) {
         self.inner
             .transitions

@@ -18,7 +18,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::alias::Alias;
 use crate::cli::AgentArgs;
-use crate::config::{Config, Mode};
+use crate::config::{Config, LogFormat, Mode};
 use crate::election::{Op, OpResult};
 
 mod watchdog;
@@ -37,7 +37,7 @@ pub fn main(
             return ExitCode::from(2);
         }
     };
-    init_logging(cfg.log_json, cfg.verbose);
+    init_logging(cfg.log_format, cfg.verbose);
     for w in &cfg.warnings {
         warn!("{w}");
     }
@@ -64,12 +64,12 @@ pub fn main(
 
 /// Sets up logging: text or JSON lines on stdout, or the journal when systemd started us (it
 /// sets `JOURNAL_STREAM`) and the format was not forced. Colours only on a terminal.
-pub fn init_logging(json: bool, verbose: bool) {
-    init_logging_at(json, if verbose { "debug" } else { "info" })
+pub fn init_logging(format: Option<LogFormat>, verbose: bool) {
+    init_logging_at(format, if verbose { "debug" } else { "info" })
 }
 
 /// [`init_logging`] with a chosen level for exoip's own modules (`RUST_LOG` still wins).
-pub fn init_logging_at(json: bool, level: &str) {
+pub fn init_logging_at(format: Option<LogFormat>, level: &str) {
     use std::io::IsTerminal;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -84,7 +84,8 @@ pub fn init_logging_at(json: bool, level: &str) {
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let registry = tracing_subscriber::registry().with(filter);
-    if !json && std::env::var_os("JOURNAL_STREAM").is_some() {
+    let json = format == Some(LogFormat::Json);
+    if format.is_none() && std::env::var_os("JOURNAL_STREAM").is_some() {
         if let Ok(journald) = tracing_journald::layer() {
             let _ = registry
                 .with(journald.with_syslog_identifier("exoip".into()))
@@ -256,7 +257,7 @@ pub fn check_main(
         }
     };
     // Only problems reach the log: the checks print their own lines.
-    init_logging_at(cfg.log_json, "error");
+    init_logging_at(cfg.log_format, "error");
     match runtime.block_on(crate::check::run_check(&cfg)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),

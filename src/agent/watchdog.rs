@@ -467,7 +467,16 @@ impl Driver {
 
     /// Feeds the core and executes its actions; true when the agent should exit.
     async fn feed(&mut self, input: Input) -> bool {
+        let priorities_may_change = matches!(
+            input,
+            Input::Health { .. } | Input::Signal(_) | Input::Admin(_)
+        );
         let actions = self.core.handle(self.elapsed(), input);
+        if priorities_may_change {
+            for s in self.core.status(self.elapsed()) {
+                self.metrics.set_priority(s.ip, s.effective_priority);
+            }
+        }
         for action in actions {
             if self.execute(action).await {
                 return true;
@@ -703,13 +712,14 @@ impl Driver {
     }
 
     fn on_health(&mut self, result: CheckResult) -> Option<Input> {
+        // Every run counts in the metrics; the core hears only verdict changes (fall/rise).
+        self.metrics.health(&result.name, result.ok);
         let change = self.health.apply(&result)?;
         if change.ok {
             info!("{change}");
         } else {
             warn!("{change}");
         }
-        self.metrics.health(&change.name, change.ok);
         Some(Input::Health {
             fault: change.summary.fault_reason,
             penalty: change.summary.penalty,
