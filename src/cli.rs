@@ -312,6 +312,14 @@ pub struct AgentArgs {
     #[arg(long = "hook-timeout", value_name = "DURATION", help_heading = "Hooks")]
     pub hook_timeout: Option<String>,
 
+    /// Where state that must survive a restart lives (the heartbeat incarnation).
+    #[arg(
+        long = "state-dir",
+        env = "EXOIP_STATE_DIR",
+        value_name = "DIR",
+        help_heading = "Status"
+    )]
+    pub state_dir: Option<String>,
     /// Status and control socket ("none" to disable).
     #[arg(
         long = "status-socket",

@@ -26,6 +26,7 @@ pub const DEFAULT_METADATA_URL: &str = "http://169.254.169.254";
 pub const DEFAULT_GROUP: &str = "exoip";
 pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(30);
 pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/exoip";
 
 /// A configuration error: one line, naming the flag.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,6 +96,8 @@ pub struct Config {
     pub no_alias: bool,
     /// `-A`/`-D`: report what would be done, change nothing.
     pub dry_run: bool,
+    /// State kept across restarts (the heartbeat incarnation).
+    pub state_dir: std::path::PathBuf,
     /// The status and control socket (`None`: disabled).
     pub status_socket: Option<std::path::PathBuf>,
     pub metrics_listen: Option<SocketAddr>,
@@ -520,6 +523,9 @@ impl Config {
             peer_refresh,
             no_alias: args.no_alias,
             dry_run: args.dry_run,
+            state_dir: std::path::PathBuf::from(
+                args.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR),
+            ),
             status_socket,
             metrics_listen,
             log_format: match args.log_format.as_deref() {
@@ -687,6 +693,7 @@ impl fmt::Display for Config {
             .as_ref()
             .map_or("off".to_string(), |p| p.display().to_string());
         writeln!(f, "status socket      {socket}")?;
+        writeln!(f, "state directory    {}", self.state_dir.display())?;
         let metrics = self
             .metrics_listen
             .map_or("off".to_string(), |m| format!("http://{m}/metrics"));

@@ -179,6 +179,43 @@ fn reason_class(from: Role, to: Role, reason: &str) -> &'static str {
     }
 }
 
+fn state_file(cfg: &Config) -> std::path::PathBuf {
+    cfg.state_dir.join("incarnation")
+}
+
+/// The heartbeat incarnation of this run: the start time, but always above the one of the
+/// previous run. Peers reject a lower incarnation as a replay, so a clock that stepped back
+/// across a restart (corrected at boot) would otherwise make this node look dead while alive.
+fn next_incarnation(path: &std::path::Path, now_micros: u64) -> u64 {
+    let last = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    let incarnation = match last {
+        Some(l) if l >= now_micros => {
+            warn!(
+                "the clock is behind the previous run's; heartbeats continue from its incarnation"
+            );
+            l + 1
+        }
+        _ => now_micros,
+    };
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, format!("{incarnation}\n"))?;
+        std::fs::rename(&tmp, path)
+    };
+    if let Err(e) = write() {
+        warn!(
+            "cannot record the heartbeat incarnation in {}: {e} (a clock stepping back across a restart would make peers ignore this node)",
+            path.display()
+        );
+    }
+    incarnation
+}
+
 /// What wakes the loop.
 enum Event {
     Tick,
@@ -324,7 +361,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let group = wire::group_id(&cfg.group);
     let key = cfg.auth_key.clone();
-    let encoder = Encoder::new(key.clone(), group, unix_now().as_micros() as u64);
+    let incarnation = next_incarnation(&state_file(&cfg), unix_now().as_micros() as u64);
+    let encoder = Encoder::new(key.clone(), group, incarnation);
     let decoder = Decoder::new(key, group, cfg.max_clock_skew);
 
     let origin = Instant::now();
@@ -917,6 +955,27 @@ mod tests {
         assert_eq!(
             reason_class(Role::Master, Role::Backup, "lb1 took over"),
             "taken_over"
+        );
+    }
+
+    #[test]
+    fn the_incarnation_only_grows_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("incarnation");
+        assert_eq!(
+            next_incarnation(&path, 1_000),
+            1_000,
+            "first run: the clock"
+        );
+        assert_eq!(next_incarnation(&path, 5_000), 5_000, "clock moved on");
+        // The clock stepped back across a restart: still above the last run.
+        assert_eq!(next_incarnation(&path, 2_000), 5_001);
+        assert_eq!(next_incarnation(&path, 2_001), 5_002);
+        std::fs::write(&path, "garbage").unwrap();
+        assert_eq!(
+            next_incarnation(&path, 7_000),
+            7_000,
+            "unreadable state: the clock"
         );
     }
 

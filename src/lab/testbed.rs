@@ -594,6 +594,13 @@ impl Lab {
         // Hosts share this machine's filesystem: each agent gets its own status socket.
         args.push("--status-socket".to_string());
         args.push(self.status_socket(host).display().to_string());
+        args.push("--state-dir".to_string());
+        args.push(
+            self.dir
+                .join(format!("{}.state", self.hosts[host].name))
+                .display()
+                .to_string(),
+        );
         args.extend(self.cfg.extra_agent_args.iter().cloned());
         if let Some(more) = self.cfg.host_agent_args.get(host) {
             args.extend(more.iter().cloned());
