@@ -530,3 +530,56 @@ async fn data_path_recovers_within_the_failover_time() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_addresses_in_one_process_move_together() {
+    if !root_or_skip() {
+        return;
+    }
+    let second = std::net::Ipv4Addr::new(203, 0, 113, 11);
+    let mut cfg = config();
+    cfg.extra_eips = vec![second];
+    let lab = start(cfg).await;
+    check(&lab, Duration::from_secs(60), async {
+        for eip in [EIP, second] {
+            lab.wait_until(&format!("lb1 holds {eip}"), patience(&lab), || async {
+                Ok(lab.holders_of(eip).await? == vec![0] && lab.has_alias_of(0, eip).await?)
+            })
+            .await?;
+        }
+        // One heartbeat carries both addresses: lb2's status shows lb1 as master of each.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_exoip"))
+            .args(["status", "--json", "--socket"])
+            .arg(lab.status_socket(1))
+            .output()?;
+        let st: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let ips = st["ips"].as_array().cloned().unwrap_or_default();
+        ensure!(ips.len() == 2, "{st}");
+        let lb1 = st["peers"]
+            .as_array()
+            .and_then(|p| {
+                p.iter()
+                    .find(|p| p["address"] == "192.0.2.11:12345")
+                    .cloned()
+            })
+            .ok_or_else(|| anyhow!("lb1 among lb2's peers: {st}"))?;
+        ensure!(
+            lb1["ips"]
+                .as_array()
+                .is_some_and(|e| e.len() == 2 && e.iter().all(|e| e["state"] == "master")),
+            "{lb1}"
+        );
+
+        lab.kill(0, Signal::SIGKILL)?;
+        for eip in [EIP, second] {
+            lab.wait_until(&format!("lb2 holds {eip}"), patience(&lab), || async {
+                Ok(lab.holders_of(eip).await? == vec![1]
+                    && lab.has_alias_of(1, eip).await?
+                    && !lab.has_alias_of(2, eip).await?)
+            })
+            .await?;
+        }
+        Ok(())
+    })
+    .await;
+}

@@ -66,6 +66,8 @@ pub struct LabConfig {
     pub fetch_timeout: Duration,
     pub exoip_bin: PathBuf,
     pub extra_agent_args: Vec<String>,
+    /// Elastic IPs besides [`EIP`], watched by the same agents (`-xi` once per address).
+    pub extra_eips: Vec<Ipv4Addr>,
     /// Further agent arguments for one host (index = host); missing entries add nothing.
     pub host_agent_args: Vec<Vec<String>>,
     pub extra_sim_args: Vec<String>,
@@ -91,6 +93,7 @@ impl LabConfig {
             exoip_bin: exoip_bin.into(),
             extra_agent_args: Vec::new(),
             host_agent_args: Vec::new(),
+            extra_eips: Vec::new(),
             extra_sim_args: Vec::new(),
             keep: false,
             verbose: false,
@@ -398,12 +401,19 @@ impl Lab {
                 "security_groups": [sg],
                 "state": "running",
             })).collect::<Vec<_>>(),
-            "elastic_ips": [{
+            "elastic_ips": std::iter::once(serde_json::json!({
                 "id": self.eip_id,
                 "ip": EIP.to_string(),
                 "description": "exoip demo",
                 "attached_to": [],
-            }],
+            }))
+            .chain(self.cfg.extra_eips.iter().map(|ip| serde_json::json!({
+                "id": random_uuid(),
+                "ip": ip.to_string(),
+                "description": "exoip demo, another address",
+                "attached_to": [],
+            })))
+            .collect::<Vec<_>>(),
         })
     }
 
@@ -591,6 +601,10 @@ impl Lab {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        for extra in &self.cfg.extra_eips {
+            args.push("-xi".to_string());
+            args.push(extra.to_string());
+        }
         // Hosts share this machine's filesystem: each agent gets its own status socket.
         args.push("--status-socket".to_string());
         args.push(self.status_socket(host).display().to_string());
@@ -781,9 +795,14 @@ impl Lab {
     }
 
     pub async fn has_alias(&self, host: usize) -> Result<bool> {
+        self.has_alias_of(host, EIP).await
+    }
+
+    /// Whether `host` has `eip`/32 on its loopback.
+    pub async fn has_alias_of(&self, host: usize, eip: Ipv4Addr) -> Result<bool> {
         let h = self.host(host)?;
         let out = ip(["-n", &h.ns, "-o", "addr", "show", "dev", "lo"]).await?;
-        let needle = format!(" {EIP}/32 ");
+        let needle = format!(" {eip}/32 ");
         Ok(out.lines().any(|l| l.contains(&needle)))
     }
 
@@ -841,17 +860,27 @@ impl Lab {
 
     /// The simulator's timeline for the EIP, oldest first (from its timeline file).
     pub fn timeline(&self) -> Result<Vec<TimelineEvent>> {
+        self.timeline_of(EIP)
+    }
+
+    /// The simulator's holder changes of one elastic IP.
+    pub fn timeline_of(&self, eip: Ipv4Addr) -> Result<Vec<TimelineEvent>> {
         let raw = match std::fs::read_to_string(self.timeline_path()) {
             Ok(s) => s,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(e).context("cannot read the timeline"),
         };
-        parse_timeline(&raw, &EIP.to_string())
+        parse_timeline(&raw, &eip.to_string())
     }
 
     /// Hosts the EIP is attached to, according to the simulated cloud.
     pub async fn holders(&self) -> Result<Vec<usize>> {
-        let events = self.timeline()?;
+        self.holders_of(EIP).await
+    }
+
+    /// The hosts `eip` is attached to, per the simulator's timeline.
+    pub async fn holders_of(&self, eip: Ipv4Addr) -> Result<Vec<usize>> {
+        let events = self.timeline_of(eip)?;
         let ids = events.last().map(|e| e.holders.clone()).unwrap_or_default();
         ids.iter().map(|id| self.host_by_instance(id)).collect()
     }
