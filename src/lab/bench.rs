@@ -133,6 +133,10 @@ async fn measure(lab: &Lab, args: &BenchArgs) -> Result<Vec<Metric>> {
     for run in 1..=args.runs {
         let old_id = lab.hosts()[holder].instance_id.clone();
         let old_name = lab.hosts()[holder].name.clone();
+        // Strike at a random point of the heartbeat cycle: settling ends in step with the
+        // heartbeats, and a fixed phase would bias every kill -> takeover figure the same way.
+        let phase = args.interval.mul_f64(rand::random::<f64>());
+        tokio::time::sleep(phase).await;
         let t0 = match args.scenario {
             Scenario::Kill => lab.crash(holder).await?,
             Scenario::Term | Scenario::Restart => lab.kill(holder, Signal::SIGTERM)?,
