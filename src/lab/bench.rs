@@ -70,11 +70,7 @@ fn summary(samples: &[f64]) -> Option<(f64, f64, f64)> {
 
 pub async fn run(args: BenchArgs) -> Result<()> {
     require_root("the benchmark")?;
-    let exe = match args.exoip.clone() {
-        Some(p) => p,
-        None => std::env::current_exe().context("cannot find the exoip binary")?,
-    };
-    let mut cfg = LabConfig::new(exe);
+    let mut cfg = LabConfig::new(super::exoip_binary(args.exoip.clone())?);
     cfg.hosts = args.hosts.into();
     cfg.interval = args.interval;
     cfg.dead_ratio = args.dead_ratio;

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::testbed::{Lab, LabConfig, TimelineEvent, EIP};
@@ -34,11 +34,7 @@ pub(crate) async fn interrupted() -> &'static str {
 
 pub async fn run(args: DemoArgs) -> Result<()> {
     require_root("the demo")?;
-    let exe = match args.exoip.clone() {
-        Some(p) => p,
-        None => std::env::current_exe().context("cannot find the exoip binary")?,
-    };
-    let mut cfg = LabConfig::new(exe);
+    let mut cfg = LabConfig::new(super::exoip_binary(args.exoip.clone())?);
     cfg.hosts = args.hosts.into();
     cfg.interval = args.interval;
     cfg.dead_ratio = args.dead_ratio;

@@ -213,3 +213,13 @@ mod tests {
         assert!(parse_duration("soon").is_err());
     }
 }
+
+/// The exoip binary the lab runs: the one given, else this very executable.
+pub(crate) fn exoip_binary(
+    given: Option<std::path::PathBuf>,
+) -> anyhow::Result<std::path::PathBuf> {
+    match given {
+        Some(p) => Ok(p),
+        None => anyhow::Context::context(std::env::current_exe(), "cannot find the exoip binary"),
+    }
+}
