@@ -200,6 +200,16 @@ pub(crate) fn require_root(what: &str) -> Result<()> {
     Ok(())
 }
 
+/// The exoip binary the lab runs: the one given, else this very executable.
+pub(crate) fn exoip_binary(
+    given: Option<std::path::PathBuf>,
+) -> anyhow::Result<std::path::PathBuf> {
+    match given {
+        Some(p) => Ok(p),
+        None => anyhow::Context::context(std::env::current_exe(), "cannot find the exoip binary"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,15 +221,5 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("soon").is_err());
-    }
-}
-
-/// The exoip binary the lab runs: the one given, else this very executable.
-pub(crate) fn exoip_binary(
-    given: Option<std::path::PathBuf>,
-) -> anyhow::Result<std::path::PathBuf> {
-    match given {
-        Some(p) => Ok(p),
-        None => anyhow::Context::context(std::env::current_exe(), "cannot find the exoip binary"),
     }
 }
