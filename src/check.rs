@@ -8,7 +8,7 @@
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use exoip_providers::{Error as ProviderError, Instance, InstanceId, Provider};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -434,34 +434,16 @@ pub enum BindOutcome {
 /// Binds the heartbeat address the way the agent does (dual stack on `[::]`, IPv4 when the
 /// host has no IPv6) and lets go at once.
 pub fn try_bind(bind_ip: Option<IpAddr>, port: u16) -> BindOutcome {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let attempt = |addr: SocketAddr, v6only: Option<bool>| -> io::Result<()> {
-        let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-        if let Some(only) = v6only {
-            s.set_only_v6(only)?;
-        }
-        s.bind(&addr.into())
-    };
-    let classify = |addr: SocketAddr, r: io::Result<()>| match r {
-        Ok(()) => BindOutcome::Free(addr),
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => BindOutcome::InUse(addr),
-        Err(e) => BindOutcome::Failed(addr, e),
-    };
-    match bind_ip {
-        Some(ip) => {
-            let addr = SocketAddr::new(ip, port);
-            classify(addr, attempt(addr, ip.is_ipv6().then_some(true)))
-        }
-        None => {
-            let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
-            match attempt(v6, Some(false)) {
-                Err(e) if e.kind() != io::ErrorKind::AddrInUse => {
-                    let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
-                    classify(v4, attempt(v4, None))
-                }
-                r => classify(v6, r),
-            }
-        }
+    match crate::agent::bind_heartbeat_socket(bind_ip, port) {
+        Ok(socket) => match socket.local_addr() {
+            Ok(addr) => BindOutcome::Free(addr),
+            Err(e) => BindOutcome::Failed(
+                SocketAddr::new(bind_ip.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)), port),
+                e,
+            ),
+        },
+        Err((addr, e)) if e.kind() == io::ErrorKind::AddrInUse => BindOutcome::InUse(addr),
+        Err((addr, e)) => BindOutcome::Failed(addr, e),
     }
 }
 
@@ -554,12 +536,6 @@ pub struct Prober {
     max_age: Option<Duration>,
 }
 
-fn unix_now() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-}
-
 /// Our node id in probes: `check:` and the instance id, or the host name when that is unknown;
 /// cut to what fits a datagram.
 fn probe_node(me: Option<&Instance>) -> String {
@@ -591,7 +567,7 @@ impl Prober {
     pub fn with(key: AuthKey, group: u32, node: String, max_age: Option<Duration>) -> Self {
         // A new incarnation per run, as an agent's: the peers' anti-replay tables remember the
         // last run's sequence numbers under the same node id.
-        let incarnation = u64::try_from(unix_now().as_micros()).unwrap_or(u64::MAX);
+        let incarnation = u64::try_from(crate::unix_time().as_micros()).unwrap_or(u64::MAX);
         Prober {
             encoder: Mutex::new(Encoder::new(key.clone(), group, incarnation)),
             key,
@@ -658,7 +634,7 @@ impl Prober {
             Err(e) => return Attempt::SendFailed(e),
         };
         let datagram = {
-            let now_ms = u64::try_from(unix_now().as_millis()).unwrap_or(u64::MAX);
+            let now_ms = u64::try_from(crate::unix_time().as_millis()).unwrap_or(u64::MAX);
             let mut enc = self
                 .encoder
                 .lock()
@@ -684,7 +660,7 @@ impl Prober {
                 // E.g. an ICMP error surfaced by the kernel: keep listening for a real answer.
                 Ok(Err(_)) => continue,
             };
-            let now_ms = u64::try_from(unix_now().as_millis()).unwrap_or(u64::MAX);
+            let now_ms = u64::try_from(crate::unix_time().as_millis()).unwrap_or(u64::MAX);
             match decoder.decode_message(&buf[..len], now_ms) {
                 Ok(m) if m.kind == Kind::Reply => {
                     return Attempt::Answered(Answer {
@@ -951,7 +927,7 @@ mod tests {
     }
 
     fn now_ms() -> u64 {
-        unix_now().as_millis() as u64
+        crate::unix_time().as_millis() as u64
     }
 
     fn udp(addr: &str) -> std::net::UdpSocket {

@@ -123,22 +123,22 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-/// `1`, `0.1` (seconds, as the Go exoip took them) or `100ms`, `2s`, `1m`.
-pub fn parse_duration(flag: &str, s: &str) -> Result<Duration, ConfigError> {
+/// `1`, `0.1` (seconds, as the Go exoip took them) or `100ms`, `2s`, `1m`; at most a day.
+pub fn parse_duration_text(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let d = if let Ok(secs) = s.parse::<f64>() {
-        if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
-            return err(format!("{flag}: invalid duration '{s}'"));
+    let bad = || format!("invalid duration '{s}' (use e.g. 1, 0.5, 100ms, 2s)");
+    match s.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && (0.0..=86_400.0).contains(&secs) => {
+            Ok(Duration::from_secs_f64(secs))
         }
-        Duration::from_secs_f64(secs)
-    } else {
-        humantime::parse_duration(s).map_err(|_| {
-            ConfigError(format!(
-                "{flag}: invalid duration '{s}' (use e.g. 1, 0.5, 100ms, 2s)"
-            ))
-        })?
-    };
-    Ok(d)
+        Ok(_) => Err(bad()),
+        Err(_) => humantime::parse_duration(s).map_err(|_| bad()),
+    }
+}
+
+/// [`parse_duration_text`] for a flag: the error names the flag.
+pub fn parse_duration(flag: &str, s: &str) -> Result<Duration, ConfigError> {
+    parse_duration_text(s).map_err(|e| ConfigError(format!("{flag}: {e}")))
 }
 
 fn parse_positive_duration(flag: &str, s: &str) -> Result<Duration, ConfigError> {

@@ -773,8 +773,10 @@ impl Core {
         let my_rank = (self.effective(slot.priority), me.clone());
         let winner = self.winner(now, slot);
         let i_win = winner.as_ref().is_some_and(|w| w.1 == me);
-        let better_master = self
-            .best_master_peer(now, ip)
+        // Peers do not change while deciding: look the best master up once.
+        let master_peer = self.best_master_peer(now, ip);
+        let better_master = master_peer
+            .clone()
             .filter(|(prio, id, _)| (*prio, id.clone()) < my_rank);
 
         let holdoff_over = now >= self.started + self.params.dead_period();
@@ -799,15 +801,15 @@ impl Core {
                 _ => {}
             }
         }
-        if let Some((_, id, _)) = self.best_master_peer(now, ip) {
-            self.slots[i].last_master = Some(id);
+        if let Some((_, id, _)) = &master_peer {
+            self.slots[i].last_master = Some(id.clone());
         }
         let slot = &self.slots[i];
 
         match slot.role {
             Role::Backup if i_win => {
                 // Preempting a live master waits until it has been heard steadily for a hold-off.
-                let master = self.best_master_peer(now, ip);
+                let master = master_peer;
                 let steady = master
                     .as_ref()
                     .is_none_or(|(_, _, since)| now >= *since + self.params.dead_period());
@@ -840,7 +842,7 @@ impl Core {
                 let slot = &self.slots[i];
                 let since = slot.leaving_since.unwrap_or(now);
                 let we_hold = slot.holders.as_ref().is_some_and(|(h, _)| h.contains(&me));
-                let successor = self.best_master_peer(now, ip).is_some();
+                let successor = master_peer.is_some();
                 let anyone_alive = self
                     .peers
                     .values()

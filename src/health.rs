@@ -16,7 +16,7 @@
 
 use std::fmt;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -373,7 +373,7 @@ async fn check_task(spec: CheckSpec, tx: mpsc::Sender<CheckResult>) {
             name: spec.name.clone(),
             ok,
             detail,
-            at_unix: unix_now(),
+            at_unix: crate::unix_time().as_secs_f64(),
         };
         if tx.send(result).await.is_err() {
             return;
@@ -384,13 +384,6 @@ async fn check_task(spec: CheckSpec, tx: mpsc::Sender<CheckResult>) {
 /// Run a check once (for `exoip check` and the tests): (healthy, why not).
 pub async fn run_once(kind: &CheckKind, timeout: Duration) -> (bool, Option<String>) {
     Runner::new(kind, timeout).run(kind, timeout).await
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 /// Per-check state kept across runs.

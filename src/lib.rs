@@ -17,3 +17,11 @@ pub mod lab;
 pub mod metrics;
 pub mod status;
 pub mod wire;
+
+/// Wall-clock time since the Unix epoch (zero if the clock is set before it): the one clock of
+/// heartbeat timestamps, the incarnation, check results and lab measurements.
+pub fn unix_time() -> std::time::Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}

@@ -127,6 +127,42 @@ pub(crate) fn provider(cfg: &Config) -> anyhow::Result<Arc<dyn Provider>> {
 
 /// Finds out who we are, retrying transient failures (the metadata service may not be up yet at
 /// boot) but failing at once on errors only a configuration change can fix.
+/// Binds the heartbeat socket (non-blocking): on `bind_ip`, or dual stack on `[::]`, or on
+/// `0.0.0.0` when the host has no IPv6. A port in use is reported, never worked around by
+/// falling back to IPv4 (that would silently lose the IPv6 peers). The error names the address.
+pub(crate) fn bind_heartbeat_socket(
+    bind_ip: Option<IpAddr>,
+    port: u16,
+) -> Result<std::net::UdpSocket, (std::net::SocketAddr, std::io::Error)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+    let attempt = |addr: SocketAddr, v6only: Option<bool>| {
+        let bind = || -> std::io::Result<std::net::UdpSocket> {
+            let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+            if let Some(only) = v6only {
+                socket.set_only_v6(only)?;
+            }
+            socket.set_nonblocking(true)?;
+            socket.bind(&addr.into())?;
+            Ok(socket.into())
+        };
+        bind().map_err(|e| (addr, e))
+    };
+    match bind_ip {
+        Some(ip) => attempt(SocketAddr::new(ip, port), ip.is_ipv6().then_some(true)),
+        None => match attempt(
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
+            Some(false),
+        ) {
+            Err((_, e)) if e.kind() != std::io::ErrorKind::AddrInUse => attempt(
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+                None,
+            ),
+            r => r,
+        },
+    }
+}
+
 pub(crate) async fn whoami(provider: &dyn Provider) -> anyhow::Result<Instance> {
     let mut delay = Duration::from_millis(200);
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -7,9 +7,9 @@
 //! connections. The loop itself only does quick local work, so heartbeats are never late.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use exoip_providers::{Error as ProviderError, Instance, InstanceId, Provider};
@@ -49,40 +49,11 @@ const API_HISTORY: usize = 20;
 
 const PROVIDER: &str = "exoscale";
 
-fn unix_now() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-}
-
-/// The heartbeat socket: dual stack on `[::]` when possible, IPv4 otherwise.
+/// The heartbeat socket, bound as `exoip check` checks it.
 fn bind_socket(cfg: &Config) -> anyhow::Result<UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let try_bind =
-        |addr: SocketAddr, v6only: Option<bool>| -> std::io::Result<std::net::UdpSocket> {
-            let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-            if let Some(only) = v6only {
-                socket.set_only_v6(only)?;
-            }
-            socket.set_nonblocking(true)?;
-            socket.bind(&addr.into())?;
-            Ok(socket.into())
-        };
-    let std_socket = match cfg.bind_ip {
-        Some(ip) => try_bind(SocketAddr::new(ip, cfg.port), ip.is_ipv6().then_some(true)),
-        None => try_bind(
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), cfg.port),
-            Some(false),
-        )
-        .or_else(|_| {
-            try_bind(
-                SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), cfg.port),
-                None,
-            )
-        }),
-    }
-    .with_context(|| format!("cannot bind the heartbeat socket to {}", cfg.bind_addr()))?;
-    Ok(UdpSocket::from_std(std_socket)?)
+    let socket = super::bind_heartbeat_socket(cfg.bind_ip, cfg.port)
+        .map_err(|(addr, e)| anyhow!("cannot bind the heartbeat socket to {addr}: {e}"))?;
+    Ok(UdpSocket::from_std(socket)?)
 }
 
 /// Maps a peer address to what the socket's family can send to.
@@ -361,7 +332,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let group = wire::group_id(&cfg.group);
     let key = cfg.auth_key.clone();
-    let incarnation = next_incarnation(&state_file(&cfg), unix_now().as_micros() as u64);
+    let incarnation = next_incarnation(&state_file(&cfg), crate::unix_time().as_micros() as u64);
     let encoder = Encoder::new(key.clone(), group, incarnation);
     let decoder = Decoder::new(key, group, cfg.max_clock_skew);
 
@@ -392,7 +363,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         peer_addrs: BTreeMap::new(),
         core,
         origin,
-        origin_unix: unix_now().as_secs_f64(),
+        origin_unix: crate::unix_time().as_secs_f64(),
         metrics,
         hooks,
         hook_states: BTreeMap::new(),
@@ -577,7 +548,10 @@ impl Driver {
     }
 
     async fn send(&mut self, advert: &Advert) {
-        let datagram = match self.encoder.encode(advert, unix_now().as_millis() as u64) {
+        let datagram = match self
+            .encoder
+            .encode(advert, crate::unix_time().as_millis() as u64)
+        {
             Ok(d) => d,
             Err(e) => {
                 error!("cannot encode a heartbeat: {e}");
@@ -621,7 +595,7 @@ impl Driver {
                 _ => (true, None),
             };
             let info = ApiCallInfo {
-                at_unix: unix_now().as_secs_f64(),
+                at_unix: crate::unix_time().as_secs_f64(),
                 op: op_label(&op).to_string(),
                 ip: Some(ip),
                 ok,
@@ -651,7 +625,7 @@ impl Driver {
         let from = canonical(from);
         match self
             .decoder
-            .decode_message(datagram, unix_now().as_millis() as u64)
+            .decode_message(datagram, crate::unix_time().as_millis() as u64)
         {
             Ok(Message {
                 kind: Kind::Heartbeat,
@@ -699,7 +673,7 @@ impl Driver {
     async fn probe_peers(&mut self) {
         let probe = match self
             .encoder
-            .encode_probe(&self.me.id.0, unix_now().as_millis() as u64)
+            .encode_probe(&self.me.id.0, crate::unix_time().as_millis() as u64)
         {
             Ok(p) => p,
             Err(e) => {
@@ -736,7 +710,7 @@ impl Driver {
         let advert = self.core.advert();
         match self
             .encoder
-            .encode_reply(&advert, unix_now().as_millis() as u64)
+            .encode_reply(&advert, crate::unix_time().as_millis() as u64)
         {
             Ok(reply) => {
                 if let Err(e) = self.socket.send_to(&reply, to).await {

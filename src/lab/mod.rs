@@ -25,23 +25,11 @@ pub use testbed::{
 
 /// Unix time in seconds: the simulator stamps its timeline with the same clock.
 pub fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    crate::unix_time().as_secs_f64()
 }
 
-/// A duration as plain seconds (`1`, `0.2`) or with units (`200ms`, `1s 500ms`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<f64>() {
-        if !secs.is_finite() || secs < 0.0 {
-            return Err(format!("invalid duration {s:?}"));
-        }
-        return Ok(Duration::from_secs_f64(secs));
-    }
-    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
-}
+/// Durations as the agent takes them: plain seconds (`1`, `0.2`) or with units (`200ms`).
+pub use crate::config::parse_duration_text as parse_duration;
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
