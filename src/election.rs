@@ -49,6 +49,25 @@ pub struct Params {
     pub backoff_max: Duration,
     /// Seed of the jitter generator (random in production, fixed in tests).
     pub jitter_seed: u64,
+    /// Whether winning means an API call first or holding the address at once.
+    pub claim: ClaimMode,
+}
+
+/// How the winner takes the address.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClaimMode {
+    /// Through the cloud API: attach the address to this node, then hold it locally, then fence
+    /// every other holder the API reports. The API says who holds it (Exoscale elastic IPs,
+    /// OpenStack floating IPs, Azure public and secondary IPs).
+    #[default]
+    Api,
+    /// Locally, at once: the winner holds the address (on its NIC, announced with gratuitous
+    /// ARP) with no API call on the critical path. The API only records which nodes are
+    /// *allowed* to hold it (OpenStack allowed address pairs); the master keeps that list
+    /// right off the critical path: itself and every live peer allowed (so a backup can take
+    /// over without an API call), every other node removed (fencing a peer declared dead).
+    Local,
 }
 
 impl Params {
@@ -78,8 +97,13 @@ pub enum Signal {
 /// A cloud API call the core asks the driver to make for one address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
+    /// Who holds the address (in [`ClaimMode::Local`]: who is allowed to hold it).
     ReadHolders,
+    /// Attach the address to this node (Local: allow this node to hold it).
     Attach,
+    /// Allow this live peer to hold the address again, so it can stand by ([`ClaimMode::Local`]).
+    Admit(String),
+    /// Detach the address from that node (Local: remove its permission: fencing).
     Detach(String),
 }
 
@@ -600,27 +624,29 @@ impl Core {
             });
             return;
         }
+        let local = self.params.claim == ClaimMode::Local;
+        let me = self.params.node.clone();
         let slot = &mut self.slots[i];
         slot.attempt = 0;
         slot.retry_at = None;
         match (op, result) {
             (Op::ReadHolders, OpResult::Holders(holders)) => {
-                let me = &self.params.node;
-                slot.to_fence = holders.iter().filter(|h| *h != me).cloned().collect();
-                let self_attached = holders.iter().any(|h| h == me);
+                slot.to_fence = holders.iter().filter(|h| **h != me).cloned().collect();
+                let self_attached = holders.contains(&me);
                 if self_attached {
                     slot.disagreements = 0;
                 }
                 let after_claim = std::mem::take(&mut slot.read_after_claim);
-                if slot.role == Role::Master && self_attached && !after_claim {
+                if slot.role == Role::Master && (self_attached || local) && !after_claim {
                     out.push(Action::Reasserted(ip));
                 }
                 slot.holders = Some((holders, now));
                 slot.next_reconcile = now + self.params.reconcile_interval;
-                if slot.role != Role::Master {
+                if slot.role != Role::Master || local {
+                    // Local mode decides whom to fence from the live peers at call time.
                     slot.to_fence.clear();
                 }
-                if slot.role == Role::Master && !self_attached {
+                if slot.role == Role::Master && !self_attached && !local {
                     // Back off as after a failure: if the API keeps disagreeing right after our
                     // attach, re-claiming in a tight loop would only hammer it.
                     slot.disagreements = slot.disagreements.saturating_add(1);
@@ -650,6 +676,17 @@ impl Core {
                 slot.read_after_claim = true;
                 let from = slot.claimed_from.take();
                 self.set_role_about(i, Role::Master, "attached", from, out);
+            }
+            (op @ (Op::Attach | Op::Admit(_)), OpResult::Done) if local => {
+                let who = match op {
+                    Op::Admit(who) => who,
+                    _ => me,
+                };
+                if let Some((h, _)) = slot.holders.as_mut() {
+                    if !h.contains(&who) {
+                        h.push(who);
+                    }
+                }
             }
             (Op::Detach(who), OpResult::Done) => {
                 slot.to_fence.remove(&who);
@@ -781,7 +818,7 @@ impl Core {
 
         let holdoff_over = now >= self.started + self.params.dead_period();
         if !self.stopping && (slot.role != Role::Init || holdoff_over) {
-            let we_hold = slot.holders.as_ref().is_some_and(|(h, _)| h.contains(&me));
+            let we_hold = self.holds(i);
             match (self.unavailable(), slot.role) {
                 // Faulty or released: hand over like a stop (peers see us ineligible at once and
                 // the best backup claims), but keep running.
@@ -824,8 +861,14 @@ impl Core {
                             None => ("no better node alive".to_string(), None),
                         },
                     };
-                    self.slots[i].claimed_from = from.clone();
-                    self.set_role_about(i, Role::Claiming, &why, from, out);
+                    if self.params.claim == ClaimMode::Local {
+                        // Nothing to ask the API first: hold it now, fix the permissions after.
+                        self.slots[i].next_reconcile = now;
+                        self.set_role_about(i, Role::Master, &why, from, out);
+                    } else {
+                        self.slots[i].claimed_from = from.clone();
+                        self.set_role_about(i, Role::Claiming, &why, from, out);
+                    }
                 }
             }
             Role::Claiming if !i_win && self.slots[i].inflight.is_none() => {
@@ -841,7 +884,7 @@ impl Core {
             Role::Leaving => {
                 let slot = &self.slots[i];
                 let since = slot.leaving_since.unwrap_or(now);
-                let we_hold = slot.holders.as_ref().is_some_and(|(h, _)| h.contains(&me));
+                let we_hold = self.holds(i);
                 let successor = master_peer.is_some();
                 let anyone_alive = self
                     .peers
@@ -853,9 +896,12 @@ impl Core {
                 let holders_known = slot.holders.is_some();
                 if successor || !anyone_alive || timed_out || !we_hold {
                     let to = self.after_leaving();
-                    if may_call {
+                    let local = self.params.claim == ClaimMode::Local;
+                    if may_call || local {
                         self.set_alias(i, false, out);
-                        if we_hold || !holders_known {
+                        // Local mode: dropping the address is the release; the permission
+                        // stays so this node can stand by again.
+                        if !local && (we_hold || !holders_known) {
                             self.start_op(i, Op::Detach(me), out);
                         } else {
                             self.slots[i].leaving_since = None;
@@ -883,6 +929,15 @@ impl Core {
         }
         match slot.role {
             Role::Claiming => self.start_op(i, Op::Attach, out),
+            Role::Master if self.params.claim == ClaimMode::Local => {
+                match self.permission_fix(now, i) {
+                    Some(op) => self.start_op(i, op, out),
+                    None if now >= self.slots[i].next_reconcile => {
+                        self.start_op(i, Op::ReadHolders, out)
+                    }
+                    None => {}
+                }
+            }
             Role::Master if !slot.to_fence.is_empty() => {
                 // Never fence a live peer that outranks us: it is taking over, and we yield as
                 // soon as its Master heartbeat arrives. Everyone else (dead peers, worse peers,
@@ -905,12 +960,49 @@ impl Core {
         }
     }
 
+    /// Whether this node holds the address now: per the API, or in [`ClaimMode::Local`] (where
+    /// the API only knows who may hold it) whether we have it locally.
+    fn holds(&self, i: usize) -> bool {
+        let s = &self.slots[i];
+        match self.params.claim {
+            ClaimMode::Api => s
+                .holders
+                .as_ref()
+                .is_some_and(|(h, _)| h.contains(&self.params.node)),
+            ClaimMode::Local => s.alias_on,
+        }
+    }
+
+    /// [`ClaimMode::Local`], as master: the next change that makes the API's list of allowed
+    /// holders right (this node and every live peer in, every other node out), if any.
+    fn permission_fix(&self, now: Time, i: usize) -> Option<Op> {
+        let me = &self.params.node;
+        let (allowed, _) = self.slots[i].holders.as_ref()?;
+        if !allowed.contains(me) {
+            return Some(Op::Attach);
+        }
+        let alive = |id: &String| self.peers.get(id).is_some_and(|p| self.alive(now, p));
+        if let Some(peer) = self
+            .peers
+            .keys()
+            .find(|id| alive(id) && !allowed.contains(id))
+        {
+            return Some(Op::Admit(peer.clone()));
+        }
+        allowed
+            .iter()
+            .find(|id| *id != me && !alive(id))
+            .map(|id| Op::Detach(id.clone()))
+    }
+
     /// Whether this node should have the alias for slot `i` now: as master, and while in the
     /// start-up hold-off when the API says we still hold the address (a restart keeps serving).
     fn desired_alias(&self, i: usize) -> bool {
         let s = &self.slots[i];
         match s.role {
             Role::Master => true,
+            // Local mode: the API cannot say whether we held it before a restart.
+            Role::Init if self.params.claim == ClaimMode::Local => false,
             Role::Init => s
                 .holders
                 .as_ref()

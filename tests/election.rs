@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use exoip::election::{
-    Action, Admin, Core, Input, Op, OpResult, Params, Role, Signal, Time, WatchedIp,
+    Action, Admin, ClaimMode, Core, Input, Op, OpResult, Params, Role, Signal, Time, WatchedIp,
 };
 
 const EIP: &str = "203.0.113.10";
@@ -30,6 +30,7 @@ fn params(node: &str, interval: Duration, ratio: u32) -> Params {
         backoff_base: ms(100),
         backoff_max: Duration::from_secs(5),
         jitter_seed: 42,
+        claim: ClaimMode::Api,
     }
 }
 
@@ -77,6 +78,8 @@ struct Cluster {
     /// (time, holders) after every change.
     timeline: Vec<(Time, BTreeSet<String>)>,
     api_calls: usize,
+    /// How the nodes added from now on claim.
+    claim: ClaimMode,
 }
 
 impl Cluster {
@@ -95,6 +98,7 @@ impl Cluster {
             holders: BTreeMap::new(),
             timeline: vec![(Time::ZERO, BTreeSet::new())],
             api_calls: 0,
+            claim: ClaimMode::Api,
         };
         for (name, prio) in specs {
             c.add_node(name, *prio, interval, ratio);
@@ -107,7 +111,11 @@ impl Cluster {
             ip: eip(),
             priority: prio,
         }];
-        let core = Core::new(params(name, interval, ratio), &ips, self.now);
+        let p = Params {
+            claim: self.claim,
+            ..params(name, interval, ratio)
+        };
+        let core = Core::new(p, &ips, self.now);
         self.nodes.push(Node {
             core,
             up: true,
@@ -128,7 +136,11 @@ impl Cluster {
             ip: eip(),
             priority: prio,
         }];
-        self.nodes[i].core = Core::new(params(&name, interval, ratio), &ips, self.now);
+        let p = Params {
+            claim: self.claim,
+            ..params(&name, interval, ratio)
+        };
+        self.nodes[i].core = Core::new(p, &ips, self.now);
         self.nodes[i].up = true;
         self.nodes[i].exited = false;
         self.input(i, Input::Tick);
@@ -225,6 +237,7 @@ impl Cluster {
             Op::ReadHolders => return OpResult::Holders(set.iter().cloned().collect()),
             Op::Attach if self.attach_ignored.contains(&i) => false,
             Op::Attach => set.insert(me),
+            Op::Admit(who) => set.insert(who.clone()),
             Op::Detach(who) => set.remove(who),
         };
         if changed {
@@ -860,4 +873,119 @@ fn a_node_still_failing_after_the_hold_off_goes_to_fault() {
     c.assert_settled_on("lb2");
     let roles: Vec<Role> = c.nodes[0].transitions.iter().map(|t| t.2).collect();
     assert_eq!(roles, vec![Role::Fault]);
+}
+
+// ---- ClaimMode::Local (OpenStack VIP mode): the API lists who may hold the address ----
+
+/// Three nodes in local-claim mode, every one allowed to hold the address (the usual set-up).
+fn three_local(interval: Duration) -> Cluster {
+    let mut c = Cluster::new(&[], interval, 3);
+    c.claim = ClaimMode::Local;
+    for (name, prio) in [("lb1", 10), ("lb2", 20), ("lb3", 30)] {
+        c.add_node(name, prio, interval, 3);
+    }
+    c.holders.insert(
+        eip(),
+        ["lb1", "lb2", "lb3"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    );
+    c
+}
+
+fn allowed(c: &Cluster) -> Vec<String> {
+    c.holders_now().into_iter().collect()
+}
+
+#[test]
+fn local_mode_failover_needs_no_api_call() {
+    let mut c = three_local(ms(1000));
+    c.run_for(Duration::from_secs(5));
+    assert_eq!(c.masters(), vec!["lb1".to_string()]);
+    assert_eq!(c.alias_nodes(), vec!["lb1".to_string()]);
+    // The API is unreachable for everyone from now on: failover must not care.
+    for i in 0..3 {
+        c.api_down.insert(i);
+    }
+    let killed_at = c.now;
+    c.kill(0);
+    c.run_for(ms(3100));
+    let took = c.nodes[1]
+        .transitions
+        .iter()
+        .find(|(t, _, to, _)| *t > killed_at && *to == Role::Master)
+        .map(|(t, ..)| *t - killed_at)
+        .unwrap_or_else(|| panic!("lb2 never became master\n{}", c.dump()));
+    assert!(took <= ms(3000) + ms(5), "took {took:?}");
+    assert_eq!(c.masters(), vec!["lb2".to_string()]);
+    assert_eq!(c.alias_nodes(), vec!["lb2".to_string()]);
+}
+
+#[test]
+fn local_mode_fences_a_dead_peer_and_restores_it_when_heard_again() {
+    let mut c = three_local(ms(1000));
+    c.run_for(Duration::from_secs(5));
+    let calls_settled = c.api_calls;
+    c.run_for(Duration::from_secs(60));
+    assert!(
+        c.api_calls - calls_settled <= 6,
+        "only periodic reads once settled: {} calls",
+        c.api_calls - calls_settled
+    );
+    assert_eq!(allowed(&c), vec!["lb1", "lb2", "lb3"]);
+    c.kill(0);
+    c.run_for(Duration::from_secs(5));
+    assert_eq!(c.masters(), vec!["lb2".to_string()]);
+    assert_eq!(allowed(&c), vec!["lb2", "lb3"], "{}", c.dump());
+    // lb1 comes back (a new process): lb2 allows it again so it can stand by, then lb1
+    // (better priority) preempts after its hold-off.
+    c.restart(0, 10, ms(1000), 3);
+    c.run_for(Duration::from_secs(3));
+    assert_eq!(allowed(&c), vec!["lb1", "lb2", "lb3"], "{}", c.dump());
+    c.run_for(Duration::from_secs(10));
+    assert_eq!(c.masters(), vec!["lb1".to_string()]);
+    assert_eq!(c.alias_nodes(), vec!["lb1".to_string()]);
+    assert_eq!(allowed(&c), vec!["lb1", "lb2", "lb3"]);
+}
+
+#[test]
+fn local_mode_master_allows_itself_and_live_peers() {
+    let mut c = three_local(ms(1000));
+    c.holders.insert(eip(), BTreeSet::new());
+    c.run_for(Duration::from_secs(6));
+    assert_eq!(c.masters(), vec!["lb1".to_string()]);
+    assert_eq!(allowed(&c), vec!["lb1", "lb2", "lb3"], "{}", c.dump());
+}
+
+#[test]
+fn local_mode_graceful_stop_overlaps_and_keeps_the_permission() {
+    let mut c = three_local(ms(1000));
+    c.run_for(Duration::from_secs(5));
+    let calls = c.api_calls;
+    c.input(0, Input::Signal(Signal::Stop));
+    // Watch every millisecond: some live node has the alias at every instant.
+    for _ in 0..3000 {
+        c.run_for(ms(1));
+        let holders: Vec<usize> = (0..3)
+            .filter(|&i| c.nodes[i].up && c.nodes[i].alias.contains(&eip()))
+            .collect();
+        assert!(!holders.is_empty(), "gap at {:?}\n{}", c.now, c.dump());
+    }
+    assert!(c.nodes[0].exited, "the stopping node exits");
+    assert_eq!(c.alias_nodes(), vec!["lb2".to_string()]);
+    assert_eq!(allowed(&c), vec!["lb1", "lb2", "lb3"]);
+    // No mutation on the hand-over path (reads may happen).
+    assert!(c.api_calls - calls <= 2, "{} calls", c.api_calls - calls);
+}
+
+#[test]
+fn local_mode_restarted_node_drops_a_stale_address() {
+    let mut c = three_local(ms(1000));
+    c.run_for(Duration::from_secs(5));
+    // lb2 is restarted with the address still on its NIC (e.g. left by a crash).
+    c.nodes[1].alias.insert(eip());
+    c.restart(1, 20, ms(1000), 3);
+    c.run_for(Duration::from_secs(1));
+    assert_eq!(c.alias_nodes(), vec!["lb1".to_string()], "{}", c.dump());
 }

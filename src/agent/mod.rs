@@ -318,6 +318,10 @@ pub(crate) async fn call(
             .await
             .map(|h| OpResult::Holders(h.into_iter().map(|i| i.0).collect())),
         Op::Attach => provider.attach(ip, me).await.map(|_| OpResult::Done),
+        Op::Admit(who) => provider
+            .attach(ip, &InstanceId(who.clone()))
+            .await
+            .map(|_| OpResult::Done),
         Op::Detach(who) => provider
             .detach(ip, &InstanceId(who.clone()))
             .await
@@ -338,6 +342,7 @@ pub(crate) fn op_name(op: &Op) -> String {
     match op {
         Op::ReadHolders => "reading the holders".to_string(),
         Op::Attach => "attach".to_string(),
+        Op::Admit(who) => format!("allow {who} again"),
         Op::Detach(who) => format!("detach from {who}"),
     }
 }

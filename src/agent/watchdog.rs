@@ -22,7 +22,9 @@ use tracing::{debug, error, info, warn};
 use super::{alias_or_none, call, op_name, provider, whoami};
 use crate::alias::Alias;
 use crate::config::{Config, Peers};
-use crate::election::{Action, Admin, Core, Input, Op, OpResult, Params, Role, Signal, Time};
+use crate::election::{
+    Action, Admin, ClaimMode, Core, Input, Op, OpResult, Params, Role, Signal, Time,
+};
 use crate::health::{self, CheckResult, HealthTracker};
 use crate::hooks::{self, HookEvent, Hooks};
 use crate::metrics::Metrics;
@@ -346,6 +348,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         backoff_base: Duration::from_millis(100).min(cfg.interval),
         backoff_max: Duration::from_secs(10).min(cfg.reconcile_interval),
         jitter_seed: rand::random(),
+        claim: ClaimMode::Api,
     };
     let core = Core::new(params, &cfg.addresses, Time::ZERO);
     let (ops_tx, mut ops_rx) = mpsc::unbounded_channel::<(Input, ApiCallInfo)>();
@@ -892,6 +895,7 @@ fn op_label(op: &Op) -> &'static str {
     match op {
         Op::ReadHolders => "holders",
         Op::Attach => "attach",
+        Op::Admit(_) => "admit",
         Op::Detach(_) => "detach",
     }
 }
