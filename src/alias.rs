@@ -10,6 +10,7 @@ use futures::TryStreamExt;
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlag, AddressHeaderFlag, AddressMessage,
 };
+use netlink_packet_route::link::LinkMessage;
 use netlink_packet_route::AddressFamily;
 use nix::errno::Errno;
 use rtnetlink::Handle;
@@ -78,7 +79,7 @@ fn errno(e: &rtnetlink::Error) -> Option<Errno> {
     }
 }
 
-fn detail(e: &rtnetlink::Error) -> String {
+pub(crate) fn detail(e: &rtnetlink::Error) -> String {
     match e {
         rtnetlink::Error::NetlinkError(m) => m.to_io().to_string(),
         other => other.to_string(),
@@ -101,31 +102,7 @@ impl Alias {
             index: 0,
             connection,
         };
-        let mut links = alias
-            .handle
-            .link()
-            .get()
-            .match_name(device.to_owned())
-            .execute();
-        let lookup = |e: rtnetlink::Error| match errno(&e) {
-            Some(Errno::ENODEV) => AliasError::NoDevice {
-                device: device.to_owned(),
-            },
-            _ => AliasError::Lookup {
-                device: device.to_owned(),
-                detail: detail(&e),
-            },
-        };
-        let link = links.try_next().await.map_err(lookup)?;
-        // A non-dump request has a single answer; draining keeps the connection quiet about
-        // replies nobody reads.
-        while links.try_next().await.map_err(lookup)?.is_some() {}
-        alias.index = link
-            .ok_or_else(|| AliasError::NoDevice {
-                device: device.to_owned(),
-            })?
-            .header
-            .index;
+        alias.index = find_link(&alias.handle, device).await?.header.index;
         Ok(alias)
     }
 
@@ -210,6 +187,28 @@ impl Alias {
             },
         }
     }
+}
+
+/// The link (index, type, flags, link-layer address...) of `device`, looked up by name in the
+/// namespace of `handle`'s socket. Shared with `announce`, which also needs the MAC address.
+pub(crate) async fn find_link(handle: &Handle, device: &str) -> Result<LinkMessage, AliasError> {
+    let mut links = handle.link().get().match_name(device.to_owned()).execute();
+    let lookup = |e: rtnetlink::Error| match errno(&e) {
+        Some(Errno::ENODEV) => AliasError::NoDevice {
+            device: device.to_owned(),
+        },
+        _ => AliasError::Lookup {
+            device: device.to_owned(),
+            detail: detail(&e),
+        },
+    };
+    let link = links.try_next().await.map_err(lookup)?;
+    // A non-dump request has a single answer; draining keeps the connection quiet about
+    // replies nobody reads.
+    while links.try_next().await.map_err(lookup)?.is_some() {}
+    link.ok_or_else(|| AliasError::NoDevice {
+        device: device.to_owned(),
+    })
 }
 
 /// An IPv6 address still in duplicate address detection, or that failed it, cannot be used

@@ -15,7 +15,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
-use crate::config::{AuthKeySource, Config, Mode, Peers};
+use crate::config::{AuthKeySource, Config, Holding, Mode, Peers};
 use crate::wire::{self, Advert, AuthKey, DropReason, Encoder, Kind};
 
 /// How long a peer has to answer a probe. An agent answers on receipt, whatever its heartbeat
@@ -64,7 +64,7 @@ pub async fn check_with(
     if let Some(p) = &provider {
         match bounded(p.whoami()).await {
             Ok(i) => {
-                r.ok_line("credentials", &format!("accepted by {}", cfg.api_endpoint))?;
+                r.ok_line("credentials", &format!("accepted by {}", cfg.api_label()))?;
                 let addrs = join_ips(&i.addresses);
                 let addrs = if addrs.is_empty() {
                     "no public address".to_string()
@@ -78,8 +78,8 @@ pub async fn check_with(
                 r.fail(
                     "credentials",
                     &format!(
-                        "rejected by {}: {m} (check the API key, secret and its permissions)",
-                        cfg.api_endpoint
+                        "rejected by {}: {m} (check the credentials and their permissions)",
+                        cfg.api_label()
                     ),
                 )?;
                 r.skip("own instance", "credentials rejected")?;
@@ -87,7 +87,7 @@ pub async fn check_with(
             }
             Err(ProviderError::NotFound(m)) => {
                 // A lookup that got as far as "not found" got past authentication.
-                r.ok_line("credentials", &format!("accepted by {}", cfg.api_endpoint))?;
+                r.ok_line("credentials", &format!("accepted by {}", cfg.api_label()))?;
                 let which = cfg.instance_id.as_deref().map_or_else(
                     || "this instance (id from the metadata service)".to_string(),
                     |id| format!("instance {id}"),
@@ -95,8 +95,8 @@ pub async fn check_with(
                 r.fail(
                     "own instance",
                     &format!(
-                        "{which} is unknown in zone {}: {m} (wrong -i/--instance-id or --zone?)",
-                        cfg.zone
+                        "{which} is unknown in {}: {m} (wrong -i/--instance-id?)",
+                        cfg.scope_label()
                     ),
                 )?;
             }
@@ -111,13 +111,17 @@ pub async fn check_with(
     }
 
     for w in &cfg.addresses {
-        let what = format!("elastic IP {}", w.ip);
+        let what = format!("{} {}", cfg.address_kind(), w.ip);
         match (&provider, api_usable) {
             (Some(p), true) => match bounded(p.holders(w.ip)).await {
                 Ok(holders) => r.ok_line(&what, &describe_holders(&holders, me.as_ref()))?,
                 Err(ProviderError::NotFound(m)) => r.fail(
                     &what,
-                    &format!("no such elastic IP in zone {}: {m}", cfg.zone),
+                    &format!(
+                        "no such {} in {}: {m}",
+                        cfg.address_kind(),
+                        cfg.scope_label()
+                    ),
                 )?,
                 Err(ProviderError::Auth(m)) => {
                     r.fail(&what, &format!("not allowed to read it: {m}"))?
@@ -167,7 +171,7 @@ pub async fn check_with(
                         peers_known = false;
                         let why = match e {
                             ProviderError::NotFound(m) => {
-                                format!("no such security group in zone {}: {m}", cfg.zone)
+                                format!("no such security group in {}: {m}", cfg.scope_label())
                             }
                             e => format!("cannot list its members: {e}"),
                         };
@@ -369,8 +373,12 @@ pub fn has_net_admin(cap_eff: u64) -> bool {
 /// whether each address is there, and adds or removes nothing.
 async fn check_alias(cfg: &Config) -> Line {
     const WHAT: &str = "loopback alias";
-    if cfg.no_alias {
-        return Line::new(Verdict::Ok, WHAT, "disabled (--no-alias)");
+    if cfg.holding == Holding::Nothing {
+        let why = match cfg.cloud {
+            crate::config::Cloud::Exoscale => "disabled (--no-alias)",
+            _ => "none needed (the cloud NATs the address to this VM)",
+        };
+        return Line::new(Verdict::Ok, WHAT, why);
     }
     let caps = match std::fs::read_to_string("/proc/self/status") {
         Ok(s) => cap_eff(&s),
@@ -400,16 +408,17 @@ async fn check_alias(cfg: &Config) -> Line {
             )
         }
     }
-    let alias = match crate::alias::Alias::new().await {
-        Ok(a) => a,
-        Err(e) => return Line::new(Verdict::Fail, WHAT, e.to_string()),
+    let hold = match crate::holding::LocalHold::new(cfg).await {
+        Ok(Some(h)) => h,
+        Ok(None) => return Line::new(Verdict::Ok, WHAT, "none needed"),
+        Err(e) => return Line::new(Verdict::Fail, WHAT, format!("{e:#}")),
     };
     let mut present = Vec::new();
     for w in &cfg.addresses {
-        match alias.has(w.ip).await {
+        match hold.has(w.ip).await {
             Ok(true) => present.push(format!("{} present", w.ip)),
             Ok(false) => present.push(format!("{} absent", w.ip)),
-            Err(e) => return Line::new(Verdict::Fail, WHAT, e.to_string()),
+            Err(e) => return Line::new(Verdict::Fail, WHAT, format!("{e:#}")),
         }
     }
     Line::new(
@@ -417,7 +426,7 @@ async fn check_alias(cfg: &Config) -> Line {
         WHAT,
         format!(
             "CAP_NET_ADMIN held, {} manageable ({})",
-            alias.device(),
+            hold.place(),
             present.join(", ")
         ),
     )
@@ -1088,7 +1097,7 @@ mod tests {
     #[tokio::test]
     async fn alias_check_agrees_with_the_capabilities() {
         let mut cfg = check_cfg();
-        cfg.no_alias = false;
+        cfg.holding = Holding::Loopback;
         let line = check_alias(&cfg).await;
         let caps = cap_eff(&std::fs::read_to_string("/proc/self/status").unwrap()).unwrap();
         if has_net_admin(caps) {
@@ -1098,7 +1107,7 @@ mod tests {
             assert_eq!(line.verdict, Verdict::Fail, "{line}");
             assert!(line.detail.contains("lacks CAP_NET_ADMIN"), "{line}");
         }
-        cfg.no_alias = true;
+        cfg.holding = Holding::Nothing;
         assert_eq!(check_alias(&cfg).await.detail, "disabled (--no-alias)");
     }
 

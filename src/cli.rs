@@ -49,6 +49,8 @@ pub enum Command {
     Promote(crate::status::ControlArgs),
     /// Preflight: check configuration, credentials, the IP, the alias and every peer (same flags as -W).
     Check(Box<AgentArgs>),
+    /// Print a shell completion script (bash, zsh or fish) to standard output.
+    Completions(crate::docgen::CompletionsArgs),
     /// Test-bed helpers used by the demo, the end-to-end tests and the benchmarks.
     #[command(hide = true)]
     Lab {
@@ -136,6 +138,15 @@ pub struct AgentArgs {
     )]
     pub interval: Option<String>,
 
+    /// The cloud: exoscale (default), openstack or azure.
+    #[arg(
+        long = "provider",
+        env = "EXOIP_PROVIDER",
+        value_name = "CLOUD",
+        value_parser = ["exoscale", "openstack", "azure"],
+        help_heading = "Cloud API"
+    )]
+    pub provider: Option<String>,
     /// API key. Legacy: -xk. Also read from EXOSCALE_API_KEY.
     #[arg(
         long = "xk",
@@ -196,8 +207,53 @@ pub struct AgentArgs {
     )]
     pub api_timeout: Option<String>,
 
-    /// Heartbeat key file (at least 16 bytes). Default: derived from the API secret, so peers
-    /// sharing an API key authenticate each other with no extra configuration.
+    /// OpenStack: the cloud of clouds.yaml to use (otherwise the OS_* variables of an openrc).
+    #[arg(
+        long = "os-cloud",
+        env = "OS_CLOUD",
+        value_name = "NAME",
+        help_heading = "OpenStack"
+    )]
+    pub os_cloud: Option<String>,
+    /// OpenStack: floating-ip (move a floating IP between ports) or vip (a private VIP in the
+    /// ports' allowed address pairs, held on the NIC and announced with gratuitous ARP).
+    #[arg(
+        long = "openstack-mode",
+        env = "EXOIP_OPENSTACK_MODE",
+        value_name = "MODE",
+        value_parser = ["floating-ip", "vip"],
+        help_heading = "OpenStack"
+    )]
+    pub openstack_mode: Option<String>,
+    /// OpenStack: own Neutron port id, when the server has several ports.
+    #[arg(
+        long = "port",
+        env = "EXOIP_OPENSTACK_PORT",
+        value_name = "PORT_ID",
+        help_heading = "OpenStack"
+    )]
+    pub os_port: Option<String>,
+    /// OpenStack vip mode: the port holding the VIP as a fixed IP (and its floating IP, if any).
+    #[arg(
+        long = "vip-port",
+        env = "EXOIP_OPENSTACK_VIP_PORT",
+        value_name = "PORT_ID",
+        help_heading = "OpenStack"
+    )]
+    pub vip_port: Option<String>,
+    /// Network interface that holds the address in NIC modes (OpenStack vip). Default: the
+    /// interface of the default route.
+    #[arg(
+        long = "interface",
+        env = "EXOIP_INTERFACE",
+        value_name = "DEV",
+        help_heading = "Behaviour"
+    )]
+    pub interface: Option<String>,
+
+    /// Heartbeat key file (at least 16 bytes). Default on Exoscale: derived from the API
+    /// secret, so peers sharing an API key authenticate each other with no extra configuration.
+    /// Required on OpenStack and Azure (or EXOIP_AUTH_KEY).
     #[arg(
         long = "auth-key-file",
         value_name = "PATH",
@@ -234,9 +290,17 @@ pub struct AgentArgs {
         help_heading = "Behaviour"
     )]
     pub peer_refresh: Option<String>,
-    /// Do not put the IP on a loopback alias (it is configured elsewhere).
-    #[arg(long = "no-alias", help_heading = "Behaviour")]
+    /// Do not configure the address locally (it is configured elsewhere).
+    #[arg(
+        long = "no-alias",
+        help_heading = "Behaviour",
+        conflicts_with = "alias"
+    )]
     pub no_alias: bool,
+    /// Also put the address on a loopback alias where the cloud NATs it and none is needed
+    /// (OpenStack floating-ip).
+    #[arg(long = "alias", help_heading = "Behaviour")]
+    pub alias: bool,
     /// With -A/-D: say what would be done, change nothing.
     #[arg(long = "dry-run", help_heading = "Behaviour")]
     pub dry_run: bool,

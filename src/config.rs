@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::ArgMatches;
-use exoip_providers::Secret;
+pub use exoip_providers::openstack::{OpenStackMode, OpenStackSettings};
+use exoip_providers::{InstanceId, Secret};
 
 use crate::cli::AgentArgs;
 use crate::election::WatchedIp;
@@ -60,6 +61,38 @@ pub enum Peers {
     None,
 }
 
+/// Which cloud moves the address, with its own options.
+#[derive(Clone, Debug)]
+pub enum Cloud {
+    /// API key and secret, endpoint and zone are the `api_*`/`zone` fields of [`Config`].
+    Exoscale,
+    /// Credentials resolved from the `OS_*` variables or clouds.yaml, and the flags.
+    OpenStack(Box<OpenStackSettings>),
+}
+
+impl Cloud {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Cloud::Exoscale => "exoscale",
+            Cloud::OpenStack(_) => "openstack",
+        }
+    }
+}
+
+/// How this host holds an address it won.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Holding {
+    /// A /32 or /128 on the loopback: the cloud routes the address to the VM unchanged
+    /// (Exoscale elastic IPs).
+    Loopback,
+    /// On the NIC, announced with gratuitous ARP / unsolicited neighbour advertisement
+    /// (OpenStack vip). `None`: the interface of the default route.
+    Nic { device: Option<String> },
+    /// Nothing local: the cloud NATs the address to the VM's own IP (OpenStack floating IPs),
+    /// or `--no-alias`.
+    Nothing,
+}
+
 /// Where the heartbeat key came from (for `-n` output; never the key itself).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AuthKeySource {
@@ -71,6 +104,9 @@ pub enum AuthKeySource {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub mode: Mode,
+    pub cloud: Cloud,
+    pub holding: Holding,
+    pub claim: crate::election::ClaimMode,
     pub validate_only: bool,
     pub addresses: Vec<WatchedIp>,
     pub priority: u8,
@@ -93,7 +129,6 @@ pub struct Config {
     pub max_clock_skew: Option<Duration>,
     pub reconcile_interval: Duration,
     pub peer_refresh: Duration,
-    pub no_alias: bool,
     /// `-A`/`-D`: report what would be done, change nothing.
     pub dry_run: bool,
     /// State kept across restarts (the heartbeat incarnation).
@@ -121,6 +156,14 @@ impl Config {
 /// Reads an environment variable, treating empty as unset (ifupdown passes empty options).
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// A flag's value, trimmed, with empty meaning unset (ifupdown passes empty options).
+fn non_empty(v: &Option<String>) -> Option<String> {
+    v.as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
 }
 
 /// `1`, `0.1` (seconds, as the Go exoip took them) or `100ms`, `2s`, `1m`; at most a day.
@@ -214,6 +257,32 @@ pub fn read_secret_file(flag: &str, path: &str) -> Result<String, ConfigError> {
         return err(format!("{flag}: {path} is empty"));
     }
     Ok(first)
+}
+
+/// The OpenStack credentials (openrc variables or clouds.yaml) and the OpenStack flags.
+fn openstack_settings(args: &AgentArgs) -> Result<OpenStackSettings, ConfigError> {
+    let lookup = |name: &str| std::env::var(name).ok();
+    let mut settings = OpenStackSettings::from_env(
+        &lookup,
+        args.os_cloud.as_deref(),
+        &OpenStackSettings::default_search_dirs(),
+    )
+    .map_err(|e| match e {
+        exoip_providers::Error::Invalid(m) => ConfigError(m),
+        other => ConfigError(other.to_string()),
+    })?;
+    settings.mode = match args.openstack_mode.as_deref() {
+        None | Some("floating-ip") => OpenStackMode::FloatingIp,
+        Some("vip") => OpenStackMode::Vip,
+        Some(other) => {
+            return err(format!(
+                "--openstack-mode: '{other}' is not floating-ip or vip"
+            ))
+        }
+    };
+    settings.port = non_empty(&args.os_port);
+    settings.vip_port = non_empty(&args.vip_port);
+    Ok(settings)
 }
 
 /// Whether the user pointed `-xe` at the retired API v1 (the Go exoip's default).
@@ -328,21 +397,88 @@ impl Config {
             }
         };
 
-        let api_key = args
-            .api_key
-            .clone()
-            .or_else(|| env("EXOSCALE_API_KEY"))
-            .map(|k| k.trim().to_string())
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| {
-                ConfigError("-xk/--api-key: missing API key (or set EXOSCALE_API_KEY)".into())
-            })?;
+        let cloud = match args.provider.as_deref().map(str::trim) {
+            None | Some("exoscale") => Cloud::Exoscale,
+            Some("openstack") => Cloud::OpenStack(Box::new(openstack_settings(args)?)),
+            Some(other) => {
+                return err(format!(
+                    "--provider: '{other}' is not supported (exoscale, openstack)"
+                ))
+            }
+        };
+        let exoscale = matches!(cloud, Cloud::Exoscale);
+        let (holding, claim) = match &cloud {
+            Cloud::OpenStack(o) if o.mode == OpenStackMode::Vip => (
+                Holding::Nic {
+                    device: non_empty(&args.interface),
+                },
+                crate::election::ClaimMode::Local,
+            ),
+            Cloud::OpenStack(_) if !args.alias => {
+                (Holding::Nothing, crate::election::ClaimMode::Api)
+            }
+            _ => (Holding::Loopback, crate::election::ClaimMode::Api),
+        };
+        let holding = if args.no_alias {
+            Holding::Nothing
+        } else {
+            holding
+        };
+        if !exoscale {
+            for (set, flag) in [
+                (args.api_key.is_some(), "-xk/--api-key"),
+                (args.api_secret.is_some(), "-xs/--api-secret"),
+                (args.api_secret_file.is_some(), "--api-secret-file"),
+                (args.api_endpoint.is_some(), "-xe/--api-endpoint"),
+                (args.zone.is_some(), "--zone"),
+            ] {
+                if set {
+                    return err(format!(
+                        "{flag}: an Exoscale option, but --provider is {}",
+                        cloud.name()
+                    ));
+                }
+            }
+        }
+        if matches!(cloud, Cloud::Exoscale) {
+            for (set, flag) in [
+                (
+                    args.os_cloud.is_some()
+                        && matches.value_source("os_cloud") == Some(ValueSource::CommandLine),
+                    "--os-cloud",
+                ),
+                (args.openstack_mode.is_some(), "--openstack-mode"),
+                (args.os_port.is_some(), "--port"),
+                (args.vip_port.is_some(), "--vip-port"),
+            ] {
+                if set {
+                    return err(format!(
+                        "{flag}: an OpenStack option: add --provider openstack"
+                    ));
+                }
+            }
+        }
+
+        let api_key = if !exoscale {
+            String::new()
+        } else {
+            args.api_key
+                .clone()
+                .or_else(|| env("EXOSCALE_API_KEY"))
+                .map(|k| k.trim().to_string())
+                .filter(|k| !k.is_empty())
+                .ok_or_else(|| {
+                    ConfigError("-xk/--api-key: missing API key (or set EXOSCALE_API_KEY)".into())
+                })?
+        };
 
         let secret_on_cli = matches.value_source("api_secret") == Some(ValueSource::CommandLine);
         if secret_on_cli && args.api_secret_file.is_some() {
             return err("-xs/--api-secret and --api-secret-file are exclusive");
         }
-        let api_secret = if let Some(path) = &args.api_secret_file {
+        let api_secret = if !exoscale {
+            String::new()
+        } else if let Some(path) = &args.api_secret_file {
             read_secret_file("--api-secret-file", path)?
         } else if let Some(s) = args
             .api_secret
@@ -360,7 +496,7 @@ impl Config {
         } else {
             return err("-xs/--api-secret: missing API secret (set EXOSCALE_API_SECRET or use --api-secret-file)");
         };
-        if api_secret.is_empty() {
+        if exoscale && api_secret.is_empty() {
             return err("-xs/--api-secret: the API secret is empty");
         }
 
@@ -415,11 +551,18 @@ impl Config {
             let key = AuthKey::from_bytes(k.trim().as_bytes())
                 .map_err(|_| short_key("EXOIP_AUTH_KEY"))?;
             (key, AuthKeySource::Environment)
-        } else {
+        } else if exoscale {
             (
                 AuthKey::derive_from_api_secret(&api_secret),
                 AuthKeySource::DerivedFromApiSecret,
             )
+        } else {
+            // Nodes of other clouds often have credentials of their own: deriving the key from
+            // them would fail authentication between peers in a way that is hard to see.
+            return err(format!(
+                "--auth-key-file: the heartbeat key is required with --provider {} (or set EXOIP_AUTH_KEY); create one with: head -c 32 /dev/urandom | base64 > /etc/exoip/auth-key && chmod 600 /etc/exoip/auth-key",
+                cloud.name()
+            ));
         };
 
         let opt_duration =
@@ -498,8 +641,17 @@ impl Config {
         )
         .map_err(ConfigError)?;
 
+        let mut cloud = cloud;
+        if let Cloud::OpenStack(s) = &mut cloud {
+            s.server_id = instance_id.clone().map(InstanceId);
+            s.metadata_url = metadata_url.clone();
+            s.request_timeout = api_timeout;
+        }
         Ok(Config {
             mode,
+            cloud,
+            holding,
+            claim,
             validate_only: args.validate,
             addresses,
             priority,
@@ -521,7 +673,6 @@ impl Config {
             max_clock_skew,
             reconcile_interval,
             peer_refresh,
-            no_alias: args.no_alias,
             dry_run: args.dry_run,
             state_dir: std::path::PathBuf::from(
                 args.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR),
@@ -538,6 +689,34 @@ impl Config {
             hooks,
             warnings,
         })
+    }
+
+    /// What the floating address is called on this cloud, for messages.
+    pub fn address_kind(&self) -> &'static str {
+        match &self.cloud {
+            Cloud::Exoscale => "elastic IP",
+            Cloud::OpenStack(o) if o.mode == OpenStackMode::Vip => "VIP",
+            Cloud::OpenStack(_) => "floating IP",
+        }
+    }
+
+    /// The API the agent talks to, for messages.
+    pub fn api_label(&self) -> String {
+        match &self.cloud {
+            Cloud::Exoscale => self.api_endpoint.clone(),
+            Cloud::OpenStack(o) => format!("Keystone at {}", o.auth_url),
+        }
+    }
+
+    /// Where the API looks things up, for messages: "zone ch-gva-2", "the project".
+    pub fn scope_label(&self) -> String {
+        match &self.cloud {
+            Cloud::Exoscale => format!("zone {}", self.zone),
+            Cloud::OpenStack(o) => match &o.region {
+                Some(r) => format!("the project (region {r})"),
+                None => "the project".to_string(),
+            },
+        }
     }
 
     /// The socket address to bind heartbeats to.
@@ -661,9 +840,35 @@ impl fmt::Display for Config {
             self.dead_ratio,
             show_duration(self.dead_period())
         )?;
-        writeln!(f, "api endpoint       {}", self.api_endpoint)?;
-        writeln!(f, "api key            {}", self.api_key)?;
-        writeln!(f, "api secret         {}", self.api_secret)?;
+        writeln!(f, "provider           {}", self.cloud.name())?;
+        match &self.cloud {
+            Cloud::Exoscale => {
+                writeln!(f, "api endpoint       {}", self.api_endpoint)?;
+                writeln!(f, "api key            {}", self.api_key)?;
+                writeln!(f, "api secret         {}", self.api_secret)?;
+            }
+            Cloud::OpenStack(o) => {
+                let mode = match o.mode {
+                    OpenStackMode::FloatingIp => "floating-ip",
+                    OpenStackMode::Vip => "vip",
+                };
+                writeln!(f, "openstack mode     {mode}")?;
+                writeln!(f, "credentials        {}", o.source)?;
+                writeln!(f, "auth url           {}", o.auth_url)?;
+                writeln!(
+                    f,
+                    "region, interface  {}, {}",
+                    o.region.as_deref().unwrap_or("(any)"),
+                    o.interface.as_str()
+                )?;
+                if let Some(p) = &o.port {
+                    writeln!(f, "own port           {p}")?;
+                }
+                if let Some(p) = &o.vip_port {
+                    writeln!(f, "vip port           {p}")?;
+                }
+            }
+        }
         writeln!(f, "metadata url       {}", self.metadata_url)?;
         let key = match &self.auth_key_source {
             AuthKeySource::File(p) => format!("[redacted] from {p}"),
@@ -679,15 +884,15 @@ impl fmt::Display for Config {
             "reconcile every    {}",
             show_duration(self.reconcile_interval)
         )?;
-        writeln!(
-            f,
-            "loopback alias     {}",
-            if self.no_alias {
-                "off (--no-alias)"
-            } else {
-                "on"
-            }
-        )?;
+        let holding = match &self.holding {
+            Holding::Loopback => "loopback alias (/32, /128 on lo)".to_string(),
+            Holding::Nic { device } => format!(
+                "on {} with gratuitous ARP / neighbour advertisement",
+                device.as_deref().unwrap_or("the default-route interface")
+            ),
+            Holding::Nothing => "nothing local (the cloud NATs it, or --no-alias)".to_string(),
+        };
+        writeln!(f, "address held       {holding}")?;
         let socket = self
             .status_socket
             .as_ref()

@@ -54,7 +54,7 @@ pub struct Params {
 }
 
 /// How the winner takes the address.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClaimMode {
     /// Through the cloud API: attach the address to this node, then hold it locally, then fence
@@ -850,7 +850,18 @@ impl Core {
                 let steady = master
                     .as_ref()
                     .is_none_or(|(_, _, since)| now >= *since + self.params.dead_period());
-                if steady && !self.better_peer_joining(now, ip, &my_rank) {
+                // Local mode: taking the address from a live master before the API allows us
+                // to hold it would only get our traffic dropped (port security). The master
+                // allows us once it hears us; re-read soon to see it.
+                let local = self.params.claim == ClaimMode::Local;
+                let permitted = !local || master.is_none() || self.permitted(i);
+                if !permitted {
+                    let soon = now + self.params.interval;
+                    if self.slots[i].next_reconcile > soon {
+                        self.slots[i].next_reconcile = soon;
+                    }
+                }
+                if steady && permitted && !self.better_peer_joining(now, ip, &my_rank) {
                     let (why, from) = match master {
                         Some((_, id, _)) => (format!("preempting {id}: better priority"), Some(id)),
                         None => match self.slots[i].last_master.take() {
@@ -973,6 +984,14 @@ impl Core {
         }
     }
 
+    /// Whether the last read of the API's list shows this node (Local mode: allowed to hold).
+    fn permitted(&self, i: usize) -> bool {
+        self.slots[i]
+            .holders
+            .as_ref()
+            .is_some_and(|(h, _)| h.contains(&self.params.node))
+    }
+
     /// [`ClaimMode::Local`], as master: the next change that makes the API's list of allowed
     /// holders right (this node and every live peer in, every other node out), if any.
     fn permission_fix(&self, now: Time, i: usize) -> Option<Op> {
@@ -989,9 +1008,12 @@ impl Core {
         {
             return Some(Op::Admit(peer.clone()));
         }
+        // Fence who went silent; a peer whose last word was "leaving" released the address
+        // itself and keeps its permission, so it can stand by again without an API call.
+        let left = |id: &String| self.peers.get(id).is_some_and(|p| p.leaving);
         allowed
             .iter()
-            .find(|id| *id != me && !alive(id))
+            .find(|id| *id != me && !alive(id) && !left(id))
             .map(|id| Op::Detach(id.clone()))
     }
 

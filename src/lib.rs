@@ -7,14 +7,18 @@
 
 pub mod agent;
 pub mod alias;
+pub mod announce;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod docgen;
 pub mod election;
 pub mod health;
+pub mod holding;
 pub mod hooks;
 pub mod lab;
 pub mod metrics;
+pub mod sdnotify;
 pub mod status;
 pub mod wire;
 

@@ -46,6 +46,9 @@ fn main() -> ExitCode {
             let sub = matches.subcommand_matches("check").unwrap_or(&matches);
             return exoip::agent::check_main(*args, sub, runtime);
         }
+        Some(Command::Completions(args)) => {
+            exoip::docgen::write_completions(args.shell, &mut std::io::stdout()).map_err(Into::into)
+        }
         Some(Command::Lab { command }) => runtime.block_on(exoip::lab::run_lab(command)),
         None => return exoip::agent::main(cli.agent, &matches, runtime),
     };

@@ -98,6 +98,9 @@ pub struct NodeInfo {
     pub name: String,
     /// The provider in use (`exoscale`, `openstack`, `azure`, ...).
     pub provider: String,
+    /// `api`: the API says who holds each address; `local` (OpenStack vip): the node holds it
+    /// on its NIC and the API's `holders` are the nodes *allowed* to hold it.
+    pub claim: crate::election::ClaimMode,
 }
 
 /// One watched address as this node sees it.
@@ -764,10 +767,11 @@ fn render_human_at(s: &StatusSnapshot, now: f64) -> String {
             .map_or("not scheduled".to_string(), |ms| {
                 format!("in {}", age(ms as f64 / 1000.0))
             });
-        let _ = writeln!(
-            out,
-            "  holders per the API: {holders}{checked}; next reconcile {next}"
-        );
+        let what = match s.node.claim {
+            crate::election::ClaimMode::Api => "holders per the API",
+            crate::election::ClaimMode::Local => "allowed to hold per the API",
+        };
+        let _ = writeln!(out, "  {what}: {holders}{checked}; next reconcile {next}");
     }
 
     let _ = writeln!(out, "\nPeers:");
@@ -975,6 +979,7 @@ mod tests {
                 id: "i-0001".into(),
                 name: "web-1".into(),
                 provider: "exoscale".into(),
+                claim: Default::default(),
             },
             started_unix: NOW - 7_384.0,
             ips: vec![IpInfo {
@@ -1067,7 +1072,7 @@ mod tests {
                 "version"
             ]
         );
-        assert_eq!(keys(&v["node"]), ["id", "name", "provider"]);
+        assert_eq!(keys(&v["node"]), ["claim", "id", "name", "provider"]);
         assert_eq!(
             keys(&v["ips"][0]),
             [

@@ -989,3 +989,41 @@ fn local_mode_restarted_node_drops_a_stale_address() {
     c.run_for(Duration::from_secs(1));
     assert_eq!(c.alias_nodes(), vec!["lb1".to_string()], "{}", c.dump());
 }
+
+#[test]
+fn local_mode_does_not_fence_a_peer_that_left_gracefully() {
+    let mut c = three_local(ms(1000));
+    c.run_for(Duration::from_secs(5));
+    c.input(0, Input::Signal(Signal::Stop));
+    c.run_for(Duration::from_secs(20));
+    assert!(c.nodes[0].exited);
+    assert_eq!(c.masters(), vec!["lb2".to_string()]);
+    assert_eq!(allowed(&c), vec!["lb1", "lb2", "lb3"], "{}", c.dump());
+}
+
+#[test]
+fn local_mode_preempts_only_once_allowed() {
+    let mut c = three_local(ms(1000));
+    // lb1 is not allowed yet (e.g. fenced while it was down) and starts late.
+    c.holders.insert(
+        eip(),
+        ["lb2", "lb3"].iter().map(|s| s.to_string()).collect(),
+    );
+    c.kill(0);
+    c.run_for(Duration::from_secs(6));
+    assert_eq!(c.masters(), vec!["lb2".to_string()]);
+    // The API is down when lb1 comes back: lb2 cannot allow it, so lb1 must not take over.
+    for i in 0..3 {
+        c.api_down.insert(i);
+    }
+    c.restart(0, 10, ms(1000), 3);
+    c.run_for(Duration::from_secs(10));
+    assert_eq!(c.masters(), vec!["lb2".to_string()], "{}", c.dump());
+    assert_eq!(c.alias_nodes(), vec!["lb2".to_string()]);
+    // The API is back: lb2 allows lb1, lb1 sees it and preempts.
+    c.api_down.clear();
+    c.run_for(Duration::from_secs(15));
+    assert_eq!(allowed(&c), vec!["lb1", "lb2", "lb3"], "{}", c.dump());
+    assert_eq!(c.masters(), vec!["lb1".to_string()], "{}", c.dump());
+    assert_eq!(c.alias_nodes(), vec!["lb1".to_string()]);
+}

@@ -71,6 +71,9 @@ pub struct HttpOptions {
     pub request_timeout: Duration,
     /// Extra trusted CA certificates (PEM, one or more); the built-in roots stay trusted.
     pub ca_file: Option<PathBuf>,
+    /// Accept any server certificate (OpenStack's `OS_INSECURE` / `verify: false`): for test
+    /// clouds with self-signed certificates only, it gives up the protection of TLS.
+    pub insecure: bool,
     pub retry: RetryPolicy,
     /// Honour `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`. Off for link-local metadata services,
     /// which a proxy cannot reach.
@@ -83,6 +86,7 @@ impl Default for HttpOptions {
         HttpOptions {
             request_timeout: Duration::from_secs(10),
             ca_file: None,
+            insecure: false,
             retry: RetryPolicy::default(),
             use_env_proxy: true,
             user_agent: concat!("exoip/", env!("CARGO_PKG_VERSION")).to_string(),
@@ -163,7 +167,7 @@ impl RequestSpec {
     }
 }
 
-/// A successful (2xx) response, fully read.
+/// A response, fully read: a 2xx, or (from [`HttpClient::send_until_final`]) a final error.
 #[derive(Clone, Debug)]
 pub struct HttpResponse {
     /// `METHOD /path` of the request, for messages.
@@ -202,6 +206,9 @@ impl HttpClient {
             .connect_timeout(opts.request_timeout);
         if !opts.use_env_proxy {
             builder = builder.no_proxy();
+        }
+        if opts.insecure {
+            builder = builder.danger_accept_invalid_certs(true);
         }
         if let Some(path) = &opts.ca_file {
             let pem = std::fs::read(path).map_err(|e| {
@@ -268,6 +275,35 @@ impl HttpClient {
     where
         A: Fn(&RequestSpec) -> Result<HeaderMap>,
     {
+        self.send_inner(spec, authorize, deadline, false).await
+    }
+
+    /// Like [`HttpClient::send_until`], but an error status that retrying cannot fix (4xx,
+    /// 501) comes back as a response instead of an error, for APIs whose error bodies carry a
+    /// type to act on (OpenStack's `NeutronError`) or whose 401 calls for a new token. Transient
+    /// statuses (408, 429, 5xx) and network errors are still retried and mapped as usual.
+    pub async fn send_until_final<A>(
+        &self,
+        spec: &RequestSpec,
+        authorize: A,
+        deadline: Instant,
+    ) -> Result<HttpResponse>
+    where
+        A: Fn(&RequestSpec) -> Result<HeaderMap>,
+    {
+        self.send_inner(spec, authorize, deadline, true).await
+    }
+
+    async fn send_inner<A>(
+        &self,
+        spec: &RequestSpec,
+        authorize: A,
+        deadline: Instant,
+        keep_final_errors: bool,
+    ) -> Result<HttpResponse>
+    where
+        A: Fn(&RequestSpec) -> Result<HeaderMap>,
+    {
         let deadline = deadline.min(Instant::now() + self.retry.max_elapsed);
         let what = spec.describe();
         let max_attempts = self.retry.max_attempts.max(1);
@@ -281,7 +317,10 @@ impl HttpClient {
                 )));
             }
             let timeout = self.request_timeout.min(remaining);
-            let (error, hint) = match self.attempt(spec, &authorize, timeout, attempt).await {
+            let outcome = self
+                .attempt(spec, &authorize, timeout, attempt, keep_final_errors)
+                .await;
+            let (error, hint) = match outcome {
                 Outcome::Done(response) => return Ok(response),
                 Outcome::Fatal(error) => return Err(error),
                 Outcome::Transient { error, hint } => (error, hint),
@@ -313,6 +352,7 @@ impl HttpClient {
         authorize: &A,
         timeout: Duration,
         attempt: u32,
+        keep_final_errors: bool,
     ) -> Outcome
     where
         A: Fn(&RequestSpec) -> Result<HeaderMap>,
@@ -373,14 +413,21 @@ impl HttpClient {
                     "http request"
                 );
                 if status.is_success() {
-                    Outcome::Done(HttpResponse {
+                    return Outcome::Done(HttpResponse {
                         what,
                         status,
                         headers,
                         body,
-                    })
-                } else {
-                    classify(&what, status, &headers, &body, SystemTime::now())
+                    });
+                }
+                match classify(&what, status, &headers, &body, SystemTime::now()) {
+                    Outcome::Fatal(_) if keep_final_errors => Outcome::Done(HttpResponse {
+                        what,
+                        status,
+                        headers,
+                        body,
+                    }),
+                    outcome => outcome,
                 }
             }
         }
@@ -467,9 +514,25 @@ pub fn retry_after(headers: &HeaderMap, body: &[u8], now: SystemTime) -> Option<
     })
 }
 
-fn header_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
-    parse_retry_after(value, now)
+/// The wait a response's headers ask for: `Retry-After` (seconds or an HTTP-date), else
+/// Azure's millisecond variants `retry-after-ms` / `x-ms-retry-after-ms`.
+pub fn header_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    if let Some(wait) = headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, now))
+    {
+        return Some(wait);
+    }
+    ["retry-after-ms", "x-ms-retry-after-ms"]
+        .iter()
+        .find_map(|name| {
+            let value = headers.get(*name)?.to_str().ok()?.trim();
+            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            value.parse().ok().map(Duration::from_millis)
+        })
 }
 
 /// Parses a `Retry-After` value: delay-seconds or an HTTP-date (a date in the past means now).
@@ -673,6 +736,23 @@ mod tests {
         for bad in ["", "-1", "1.5", "soon", "99999999999999999999999"] {
             assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
         }
+        let mut azure = HeaderMap::new();
+        azure.insert("x-ms-retry-after-ms", HeaderValue::from_static("1500"));
+        assert_eq!(
+            header_retry_after(&azure, now),
+            Some(Duration::from_millis(1500))
+        );
+        azure.insert("retry-after-ms", HeaderValue::from_static("250"));
+        assert_eq!(
+            header_retry_after(&azure, now),
+            Some(Duration::from_millis(250))
+        );
+        azure.insert(RETRY_AFTER, HeaderValue::from_static("2"));
+        assert_eq!(
+            header_retry_after(&azure, now),
+            Some(Duration::from_secs(2)),
+            "Retry-After first"
+        );
         let empty = HeaderMap::new();
         assert_eq!(
             retry_after(&empty, br#"{"retry_after":"4"}"#, now),
@@ -833,6 +913,43 @@ mod tests {
             Error::Conflict("PUT /v2/x: HTTP 409: answer 1".to_string())
         );
         assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn final_error_statuses_can_be_returned_as_responses() {
+        // 502 twice (retried as usual), then a 412 handed back with its body.
+        let (url, hits) = serve(|n| (if n < 3 { 502 } else { 412 }, None)).await;
+        let c = client(Duration::from_secs(2), Duration::from_secs(5));
+        let spec = RequestSpec::new(Method::PUT, url);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let response = c
+            .send_until_final(&spec, |_| Ok(HeaderMap::new()), deadline)
+            .await
+            .unwrap();
+        assert_eq!(response.status, StatusCode::PRECONDITION_FAILED);
+        assert_eq!(response.text(), r#"{"message":"answer 3"}"#);
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+        // Transient statuses are still errors once the attempts run out.
+        let (url, _) = serve(|_| (503, None)).await;
+        let err = c
+            .send_until_final(
+                &RequestSpec::new(Method::GET, url),
+                |_| Ok(HeaderMap::new()),
+                deadline,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "retryable", "{err}");
+    }
+
+    #[test]
+    fn insecure_clients_build() {
+        let opts = HttpOptions {
+            insecure: true,
+            ..HttpOptions::default()
+        };
+        assert!(HttpClient::new(&opts).is_ok());
+        assert!(!HttpOptions::default().insecure);
     }
 
     #[tokio::test]

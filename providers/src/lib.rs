@@ -8,8 +8,10 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
+pub mod azure;
 pub mod exoscale;
 pub mod http;
+pub mod openstack;
 pub mod sim;
 
 /// The cloud's identifier of a VM (Exoscale: the instance UUID).

@@ -10,16 +10,17 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 use exoip_providers::exoscale::{Exoscale, ExoscaleConfig};
+use exoip_providers::openstack::OpenStack;
 use exoip_providers::{Error as ProviderError, Instance, InstanceId, Provider};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use crate::alias::Alias;
 use crate::cli::AgentArgs;
-use crate::config::{Config, LogFormat, Mode};
+use crate::config::{Cloud, Config, Holding, LogFormat, Mode};
 use crate::election::{Op, OpResult};
+use crate::holding::LocalHold;
 
 mod watchdog;
 
@@ -116,6 +117,11 @@ pub fn init_logging_at(format: Option<LogFormat>, level: &str) {
 }
 
 pub(crate) fn provider(cfg: &Config) -> anyhow::Result<Arc<dyn Provider>> {
+    if let Cloud::OpenStack(settings) = &cfg.cloud {
+        let p = OpenStack::new(settings.as_ref().clone())
+            .map_err(|e| anyhow!("cannot set up the OpenStack client: {e}"))?;
+        return Ok(Arc::new(p));
+    }
     let mut pc = ExoscaleConfig::new(cfg.api_key.clone(), cfg.api_secret.clone());
     pc.endpoint = cfg.api_endpoint.clone();
     pc.instance_id = cfg.instance_id.as_deref().map(InstanceId::from);
@@ -179,17 +185,6 @@ pub(crate) async fn whoami(provider: &dyn Provider) -> anyhow::Result<Instance> 
     }
 }
 
-pub(crate) async fn alias_or_none(cfg: &Config) -> anyhow::Result<Option<Alias>> {
-    if cfg.no_alias {
-        return Ok(None);
-    }
-    Ok(Some(
-        Alias::new()
-            .await
-            .context("cannot manage the loopback alias")?,
-    ))
-}
-
 /// What `-A`/`-D` would change, without changing it (`--dry-run`).
 async fn dry_run(cfg: &Config, provider: &dyn Provider, me: &Instance) -> anyhow::Result<()> {
     let (verb, prep) = match cfg.mode {
@@ -209,10 +204,21 @@ async fn dry_run(cfg: &Config, provider: &dyn Provider, me: &Instance) -> anyhow
             }
             _ => format!("would {verb} it {prep} {} ({})", me.name, me.id),
         };
-        let alias = match (cfg.no_alias, cfg.mode) {
-            (true, _) => "alias not managed (--no-alias)".to_string(),
-            (false, Mode::Associate) => format!("would add {}/{} to lo", w.ip, host_prefix(w.ip)),
-            (false, _) => format!("would remove {}/{} from lo", w.ip, host_prefix(w.ip)),
+        let place = match &cfg.holding {
+            Holding::Loopback => Some("lo".to_string()),
+            Holding::Nic { device } => Some(
+                device
+                    .clone()
+                    .unwrap_or_else(|| "the default-route interface".to_string()),
+            ),
+            Holding::Nothing => None,
+        };
+        let alias = match (place, cfg.mode) {
+            (None, _) => "nothing to configure locally".to_string(),
+            (Some(dev), Mode::Associate) => {
+                format!("would add {}/{} to {dev}", w.ip, host_prefix(w.ip))
+            }
+            (Some(dev), _) => format!("would remove {}/{} from {dev}", w.ip, host_prefix(w.ip)),
         };
         println!(
             "{}: held by [{}]; {api}; {alias} (dry run: nothing changed)",
@@ -237,17 +243,15 @@ async fn associate(cfg: Config) -> anyhow::Result<()> {
     if cfg.dry_run {
         return dry_run(&cfg, provider.as_ref(), &me).await;
     }
-    let alias = alias_or_none(&cfg).await?;
+    let hold = LocalHold::new(&cfg).await?;
     for w in &cfg.addresses {
         provider
             .attach(w.ip, &me.id)
             .await
             .map_err(|e| anyhow!("cannot attach {} to {}: {e}", w.ip, me.id))?;
         info!("{}: attached to {} ({})", w.ip, me.name, me.id);
-        if let Some(a) = &alias {
-            a.add(w.ip)
-                .await
-                .with_context(|| format!("{}: cannot add the loopback alias", w.ip))?;
+        if let Some(h) = &hold {
+            h.add(w.ip).await?;
         }
     }
     Ok(())
@@ -259,12 +263,10 @@ async fn dissociate(cfg: Config) -> anyhow::Result<()> {
     if cfg.dry_run {
         return dry_run(&cfg, provider.as_ref(), &me).await;
     }
-    let alias = alias_or_none(&cfg).await?;
+    let hold = LocalHold::new(&cfg).await?;
     for w in &cfg.addresses {
-        if let Some(a) = &alias {
-            a.remove(w.ip)
-                .await
-                .with_context(|| format!("{}: cannot remove the loopback alias", w.ip))?;
+        if let Some(h) = &hold {
+            h.remove(w.ip).await?;
         }
         provider
             .detach(w.ip, &me.id)

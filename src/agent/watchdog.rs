@@ -19,13 +19,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use super::{alias_or_none, call, op_name, provider, whoami};
-use crate::alias::Alias;
+use super::{call, op_name, provider, whoami};
 use crate::config::{Config, Peers};
-use crate::election::{
-    Action, Admin, ClaimMode, Core, Input, Op, OpResult, Params, Role, Signal, Time,
-};
+use crate::election::{Action, Admin, Core, Input, Op, OpResult, Params, Role, Signal, Time};
 use crate::health::{self, CheckResult, HealthTracker};
+use crate::holding::LocalHold;
 use crate::hooks::{self, HookEvent, Hooks};
 use crate::metrics::Metrics;
 use crate::status::{
@@ -48,8 +46,6 @@ const RTT_EVERY: Duration = Duration::from_secs(5);
 
 /// How many recent API calls status shows.
 const API_HISTORY: usize = 20;
-
-const PROVIDER: &str = "exoscale";
 
 /// The heartbeat socket, bound as `exoip check` checks it.
 fn bind_socket(cfg: &Config) -> anyhow::Result<UdpSocket> {
@@ -206,7 +202,7 @@ struct Driver {
     cfg: Config,
     provider: Arc<dyn Provider>,
     me: Instance,
-    alias: Option<Alias>,
+    hold: Option<LocalHold>,
     socket: UdpSocket,
     socket_is_v6: bool,
     encoder: Encoder,
@@ -238,7 +234,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let provider = provider(&cfg)?;
     let me = whoami(provider.as_ref()).await?;
     info!("this is {} ({})", me.name, me.id);
-    let alias = alias_or_none(&cfg).await?;
+    let hold = LocalHold::new(&cfg).await?;
     let socket = bind_socket(&cfg)?;
     let socket_is_v6 = socket.local_addr()?.is_ipv6();
     info!(
@@ -348,7 +344,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         backoff_base: Duration::from_millis(100).min(cfg.interval),
         backoff_max: Duration::from_secs(10).min(cfg.reconcile_interval),
         jitter_seed: rand::random(),
-        claim: ClaimMode::Api,
+        claim: cfg.claim,
     };
     let core = Core::new(params, &cfg.addresses, Time::ZERO);
     let (ops_tx, mut ops_rx) = mpsc::unbounded_channel::<(Input, ApiCallInfo)>();
@@ -357,7 +353,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut d = Driver {
         provider,
         me,
-        alias,
+        hold,
         socket,
         socket_is_v6,
         encoder,
@@ -502,20 +498,16 @@ impl Driver {
             Action::Send(advert) => self.send(&advert).await,
             Action::Call { ip, id, op } => self.spawn_call(ip, id, op),
             Action::AddAlias(ip) => {
-                if let Some(a) = &self.alias {
-                    match a.add(ip).await {
-                        Ok(true) => info!("{ip}: added to the loopback interface"),
-                        Ok(false) => debug!("{ip}: already on the loopback interface"),
-                        Err(e) => error!("{ip}: cannot add the loopback alias: {e}"),
+                if let Some(h) = &self.hold {
+                    if let Err(e) = h.add(ip).await {
+                        error!("{e:#}");
                     }
                 }
             }
             Action::RemoveAlias(ip) => {
-                if let Some(a) = &self.alias {
-                    match a.remove(ip).await {
-                        Ok(true) => info!("{ip}: removed from the loopback interface"),
-                        Ok(false) => debug!("{ip}: not on the loopback interface"),
-                        Err(e) => error!("{ip}: cannot remove the loopback alias: {e}"),
+                if let Some(h) = &self.hold {
+                    if let Err(e) = h.remove(ip).await {
+                        error!("{e:#}");
                     }
                 }
             }
@@ -805,7 +797,7 @@ impl Driver {
             reason: reason.to_string(),
             peer,
             epoch: None,
-            provider: PROVIDER.to_string(),
+            provider: self.provider.name().to_string(),
             instance: self.me.id.0.clone(),
             reassert,
         });
@@ -874,7 +866,8 @@ impl Driver {
             node: NodeInfo {
                 id: self.me.id.0.clone(),
                 name: self.me.name.clone(),
-                provider: PROVIDER.to_string(),
+                provider: self.provider.name().to_string(),
+                claim: self.cfg.claim,
             },
             started_unix: self.origin_unix,
             ips,

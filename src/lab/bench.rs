@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use nix::sys::signal::Signal;
 
-use super::testbed::{no_holder_time, Lab, LabConfig, TimelineEvent};
+use super::testbed::{no_holder_time, Lab, LabCloud, LabConfig, TimelineEvent};
 use super::{parse_duration, require_root, unix_now};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,6 +22,11 @@ pub enum Scenario {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
+    #[command(flatten)]
+    pub cloud: super::CloudArgs,
+    /// Also time when a client reaches the address again (an HTTP GET through it every 20 ms).
+    #[arg(long)]
+    pub data_path: bool,
     #[arg(long, default_value_t = 10)]
     pub runs: usize,
     #[arg(short = 't', long, default_value = "1", value_parser = parse_duration)]
@@ -71,6 +76,10 @@ fn summary(samples: &[f64]) -> Option<(f64, f64, f64)> {
 pub async fn run(args: BenchArgs) -> Result<()> {
     require_root("the benchmark")?;
     let mut cfg = LabConfig::new(super::exoip_binary(args.exoip.clone())?);
+    cfg.cloud = args.cloud.lab_cloud()?;
+    cfg.data_path = args.data_path;
+    cfg.fetch_interval = Duration::from_millis(20);
+    cfg.fetch_timeout = Duration::from_millis(200);
     cfg.hosts = args.hosts.into();
     cfg.interval = args.interval;
     cfg.dead_ratio = args.dead_ratio;
@@ -106,12 +115,25 @@ async fn measure(lab: &Lab, args: &BenchArgs) -> Result<Vec<Metric>> {
     // Long enough for a restarted agent's hold-off to end and a preemption to show up.
     let quiet = dead * 2 + Duration::from_millis(500);
     let patience = dead * 4 + Duration::from_secs(15);
+    let vip = lab.config().cloud == LabCloud::OpenStackVip;
     let mut m_attach = Metric {
-        name: "signal -> attached to survivor",
+        name: if vip {
+            "signal -> VIP on the survivor"
+        } else {
+            "signal -> attached to survivor"
+        },
         samples: vec![],
     };
     let mut m_detach = Metric {
-        name: "signal -> detached from old holder",
+        name: if vip {
+            "signal -> old holder fenced"
+        } else {
+            "signal -> detached from old holder"
+        },
+        samples: vec![],
+    };
+    let mut m_reach = Metric {
+        name: "signal -> reachable again",
         samples: vec![],
     };
     let mut m_gap = Metric {
@@ -140,12 +162,26 @@ async fn measure(lab: &Lab, args: &BenchArgs) -> Result<Vec<Metric>> {
         // From when a restarted agent may still change things.
         let since = match args.scenario {
             Scenario::Kill | Scenario::Term => {
-                let (attach, detach) = wait_moved(lab, t0, &old_id, patience).await?;
+                let (attach, detach) = if vip {
+                    wait_vip_moved(lab, t0, holder, &old_id, args.scenario, patience).await?
+                } else {
+                    wait_moved(lab, t0, &old_id, patience).await?
+                };
                 m_attach.samples.push(attach - t0);
-                m_detach.samples.push(detach - t0);
-                m_gap
-                    .samples
-                    .push(no_holder_time(&lab.timeline()?, t0, attach.max(detach)).as_secs_f64());
+                if let Some(d) = detach {
+                    m_detach.samples.push(d - t0);
+                }
+                if !vip {
+                    let until = attach.max(detach.unwrap_or(attach));
+                    m_gap
+                        .samples
+                        .push(no_holder_time(&lab.timeline()?, t0, until).as_secs_f64());
+                }
+                if args.data_path {
+                    m_reach
+                        .samples
+                        .push(wait_reachable(lab, t0, &old_name, patience).await? - t0);
+                }
                 if args.scenario == Scenario::Kill {
                     lab.revive(holder).await?;
                 } else {
@@ -189,7 +225,7 @@ async fn measure(lab: &Lab, args: &BenchArgs) -> Result<Vec<Metric>> {
         }
         if args.verbose {
             let last = |m: &Metric| m.samples.last().map(|s| format!("{:.0}", s * 1000.0));
-            let samples: Vec<String> = [&m_attach, &m_detach, &m_gap, &m_back]
+            let samples: Vec<String> = [&m_attach, &m_detach, &m_reach, &m_gap, &m_back]
                 .iter()
                 .filter_map(|m| last(m).map(|v| format!("{} {v} ms", m.name)))
                 .collect();
@@ -208,24 +244,30 @@ async fn measure(lab: &Lab, args: &BenchArgs) -> Result<Vec<Metric>> {
         holder = settled;
     }
     let mut metrics = match args.scenario {
-        Scenario::Kill | Scenario::Term => vec![m_attach, m_detach, m_gap],
+        Scenario::Kill | Scenario::Term => vec![m_attach, m_detach, m_reach, m_gap],
         Scenario::Restart => vec![m_gap, m_back],
     };
-    metrics.retain(|m| !m.samples.is_empty() || m.name == "no-holder time");
+    // The API's timeline knows no holder in vip mode: no gap to compute there.
+    metrics.retain(|m| !m.samples.is_empty() || (m.name == "no-holder time" && !vip));
     Ok(metrics)
 }
 
 /// Waits for the IP to be attached to someone else and detached from `old` after `t0`;
-/// returns both timestamps.
-async fn wait_moved(lab: &Lab, t0: f64, old: &str, patience: Duration) -> Result<(f64, f64)> {
+/// returns both timestamps. (A floating IP's move is one change that does both.)
+async fn wait_moved(
+    lab: &Lab,
+    t0: f64,
+    old: &str,
+    patience: Duration,
+) -> Result<(f64, Option<f64>)> {
     let mut found = None;
     let start = std::time::Instant::now();
     while found.is_none() {
         let tl = lab.timeline()?;
-        let attach = first_after(&tl, t0, |e| e.event == "attach" && e.instance != old);
-        let detach = first_after(&tl, t0, |e| e.event == "detach" && e.instance == old);
+        let attach = first_after(&tl, t0, |e| e.holders.iter().any(|h| h != old));
+        let detach = first_after(&tl, t0, |e| !e.holders.iter().any(|h| h == old));
         if let (Some(a), Some(d)) = (attach, detach) {
-            found = Some((a.t, d.t));
+            found = Some((a.t, Some(d.t)));
         } else if start.elapsed() > patience {
             return Err(anyhow!(
                 "the IP did not move away from {} within {patience:?} ({})",
@@ -239,8 +281,75 @@ async fn wait_moved(lab: &Lab, t0: f64, old: &str, patience: Duration) -> Result
     Ok(found.expect("loop exits with a value"))
 }
 
+/// Vip mode: waits until another host has the VIP on its NIC (polled every 10 ms: no API
+/// timeline knows it) and, after a kill, until the dead holder is fenced (its allowed address
+/// pair removed, on the timeline). Returns both times; no fencing after a graceful stop.
+async fn wait_vip_moved(
+    lab: &Lab,
+    t0: f64,
+    old_host: usize,
+    old: &str,
+    scenario: Scenario,
+    patience: Duration,
+) -> Result<(f64, Option<f64>)> {
+    let start = std::time::Instant::now();
+    let mut moved = None;
+    loop {
+        if moved.is_none() {
+            if let Some(h) = lab.single_holder().await? {
+                if h != old_host {
+                    moved = Some(unix_now());
+                }
+            }
+        }
+        let fenced = first_after(&lab.timeline()?, t0, |e| {
+            e.event == "detach" && e.instance == old
+        })
+        .map(|e| e.t);
+        match (moved, fenced, scenario) {
+            (Some(m), Some(f), _) => return Ok((m, Some(f))),
+            (Some(m), None, Scenario::Term | Scenario::Restart) => return Ok((m, None)),
+            _ if start.elapsed() > patience => {
+                return Err(anyhow!(
+                    "the VIP did not move away from {} within {patience:?} ({})",
+                    lab.instance_name(old),
+                    lab.describe_state()
+                ))
+            }
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+/// When the client first got an answer from a host other than `old` for a request started
+/// after `t0` (the end of that request, unix time).
+async fn wait_reachable(lab: &Lab, t0: f64, old: &str, patience: Duration) -> Result<f64> {
+    let start = std::time::Instant::now();
+    loop {
+        let hit = lab
+            .requests()
+            .into_iter()
+            .find(|r| r.ok && r.t >= t0 && r.body.as_deref().is_some_and(|b| b != old));
+        if let Some(r) = hit {
+            return Ok(r.t + r.ms / 1000.0);
+        }
+        if start.elapsed() > patience {
+            return Err(anyhow!(
+                "the client did not reach the address again within {patience:?} ({})",
+                lab.describe_state()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn print_results(args: &BenchArgs, metrics: &[Metric]) {
-    let scenario = format!("{:?}", args.scenario).to_lowercase();
+    let cloud = match args.cloud.lab_cloud() {
+        Ok(LabCloud::Exoscale) | Err(_) => "",
+        Ok(LabCloud::OpenStackFloatingIp) => "os-fip:",
+        Ok(LabCloud::OpenStackVip) => "os-vip:",
+    };
+    let scenario = format!("{cloud}{:?}", args.scenario).to_lowercase();
     if args.tsv {
         for m in metrics {
             let (min, med, max) = summary(&m.samples).unwrap_or((f64::NAN, f64::NAN, f64::NAN));

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::testbed::{Lab, LabConfig, TimelineEvent, EIP};
+use super::testbed::{Lab, LabCloud, LabConfig, TimelineEvent};
 use super::{require_root, unix_now, DemoArgs};
 
 /// Resolves when the user interrupts us (Ctrl-C, SIGTERM, SIGHUP); names the signal.
@@ -35,6 +35,7 @@ pub(crate) async fn interrupted() -> &'static str {
 pub async fn run(args: DemoArgs) -> Result<()> {
     require_root("the demo")?;
     let mut cfg = LabConfig::new(super::exoip_binary(args.exoip.clone())?);
+    cfg.cloud = args.cloud.lab_cloud()?;
     cfg.hosts = args.hosts.into();
     cfg.interval = args.interval;
     cfg.dead_ratio = args.dead_ratio;
@@ -63,8 +64,13 @@ async fn demo(cfg: LabConfig, verbose: bool) -> Result<()> {
     let clock = Clock(Instant::now());
     let dead = cfg.dead_period();
     println!(
-        "exoip demo: {} hosts share {EIP}; heartbeat every {:?}, a peer is dead after {} missed ({:?})",
-        cfg.hosts, cfg.interval, cfg.dead_ratio, dead
+        "exoip demo ({}): {} hosts share {}; heartbeat every {:?}, a peer is dead after {} missed ({:?})",
+        cfg.cloud.describe(),
+        cfg.hosts,
+        cfg.cloud.address(),
+        cfg.interval,
+        cfg.dead_ratio,
+        dead
     );
     let lab = Lab::start(cfg).await?;
     let result = scenario(&lab, &clock).await;
@@ -77,20 +83,64 @@ async fn demo(cfg: LabConfig, verbose: bool) -> Result<()> {
     result
 }
 
+/// How the moving address is held and moved in this lab's cloud, for the narration.
+fn held_how(lab: &Lab, holder: usize, by_api: &[String]) -> String {
+    let addr = lab.address();
+    let h = &lab.hosts()[holder];
+    match lab.config().cloud {
+        LabCloud::Exoscale => format!(
+            "attached to [{}] by the API, {addr}/32 on the lo of {}",
+            by_api.join(", "),
+            h.name
+        ),
+        LabCloud::OpenStackFloatingIp => format!(
+            "the floating IP points at the port of [{}] (the API), NATed to {} by the router",
+            by_api.join(", "),
+            h.ip
+        ),
+        LabCloud::OpenStackVip => format!(
+            "{addr}/32 on the eth0 of {}, announced by gratuitous ARP; allowed on the ports of [{}] (the API)",
+            h.name,
+            by_api.join(", ")
+        ),
+    }
+}
+
+/// Whether the timeline shows, after `t`, the address given to a node other than `dead`, and
+/// taken from `dead` (in vip mode: `dead` no longer allowed to hold it: fenced).
+fn moved_and_fenced(tl: &[TimelineEvent], t: f64, dead: &str, vip: bool) -> (bool, bool) {
+    let later = || tl.iter().filter(move |e| e.t >= t);
+    let given = vip || later().any(|e| e.holders.iter().any(|h| h != dead));
+    let taken = later().any(|e| !e.holders.iter().any(|h| h == dead));
+    (given, taken)
+}
+
 async fn scenario(lab: &Lab, clock: &Clock) -> Result<()> {
     let dead = lab.config().dead_period();
+    let cloud = lab.config().cloud;
+    let addr = lab.address();
     let hosts: Vec<String> = lab
         .hosts()
         .iter()
         .map(|h| format!("{} ({}, priority {})", h.name, h.ip, h.priority))
         .collect();
     clock.say(format_args!(
-        "lab {} ready: simulated Exoscale API at 192.0.2.1, agents on {}",
+        "lab {} ready: simulated {} API at 192.0.2.1, agents on {}",
         lab.id(),
+        if cloud == LabCloud::Exoscale {
+            "Exoscale"
+        } else {
+            "OpenStack (Keystone + Neutron)"
+        },
         hosts.join(", ")
     ));
     clock.say(format_args!(
-        "a client at 198.51.100.2 fetches http://{EIP}/ every {:?}",
+        "a client at {} fetches http://{addr}/ every {:?}",
+        if cloud == LabCloud::OpenStackVip {
+            "192.0.2.50, on the hosts' LAN,"
+        } else {
+            "198.51.100.2, behind the router,"
+        },
         lab.config().fetch_interval
     ));
 
@@ -104,16 +154,9 @@ async fn scenario(lab: &Lab, clock: &Clock) -> Result<()> {
         .iter()
         .map(|&i| lab.hosts()[i].name.clone())
         .collect();
-    let by_alias: Vec<String> = lab
-        .aliases()
-        .await?
-        .iter()
-        .map(|&i| lab.hosts()[i].name.clone())
-        .collect();
     clock.say(format_args!(
-        "{name} holds {EIP}: attached to [{}] by the API, {EIP}/32 on lo of [{}]",
-        by_api.join(", "),
-        by_alias.join(", ")
+        "{name} holds {addr}: {}",
+        held_how(lab, holder, &by_api)
     ));
     let since = unix_now();
     lab.wait_until(
@@ -138,6 +181,7 @@ async fn scenario(lab: &Lab, clock: &Clock) -> Result<()> {
     clock.say(format_args!(
         "crashing {name}: kill -9 of its agent and its network cable unplugged"
     ));
+    let holder_was = holder;
     let t_kill = lab.crash(holder).await?;
     let dead_id = lab.hosts()[holder].instance_id.clone();
     let takeover = lab
@@ -146,14 +190,11 @@ async fn scenario(lab: &Lab, clock: &Clock) -> Result<()> {
             dead * 3 + Duration::from_secs(10),
             || async {
                 let tl = lab.timeline()?;
-                let attached = tl
-                    .iter()
-                    .any(|e| e.t >= t_kill && e.event == "attach" && e.instance != dead_id);
-                let detached = tl
-                    .iter()
-                    .any(|e| e.t >= t_kill && e.event == "detach" && e.instance == dead_id);
+                let (given, taken) =
+                    moved_and_fenced(&tl, t_kill, &dead_id, cloud == LabCloud::OpenStackVip);
                 let served = lab.requests().iter().any(|r| r.ok && r.t > t_kill);
-                Ok(attached && detached && served && lab.single_holder().await?.is_some())
+                let holder = lab.single_holder().await?;
+                Ok(given && taken && served && holder.is_some_and(|h| h != holder_was))
             },
         )
         .await;
@@ -164,9 +205,16 @@ async fn scenario(lab: &Lab, clock: &Clock) -> Result<()> {
         .single_holder()
         .await?
         .ok_or_else(|| anyhow!("the holder changed again"))?;
+    let by_api: Vec<String> = lab
+        .holders()
+        .await?
+        .iter()
+        .map(|&i| lab.hosts()[i].name.clone())
+        .collect();
     clock.say(format_args!(
-        "{} took over: attached by the API and {EIP}/32 on its lo",
-        lab.hosts()[new_holder].name
+        "{} took over: {}",
+        lab.hosts()[new_holder].name,
+        held_how(lab, new_holder, &by_api)
     ));
     // Let a few more requests through so the report shows the data path steady again.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -176,6 +224,8 @@ async fn scenario(lab: &Lab, clock: &Clock) -> Result<()> {
 
 fn report(lab: &Lab, t_kill: f64, dead_id: &str) {
     let name = |id: &str| lab.instance_name(id);
+    let addr = lab.address();
+    let vip = lab.config().cloud == LabCloud::OpenStackVip;
     let ms = |t: f64| (t - t_kill) * 1000.0;
     let mut rows: Vec<(f64, String)> = vec![(
         0.0,
@@ -191,7 +241,7 @@ fn report(lab: &Lab, t_kill: f64, dead_id: &str) {
         rows.push((
             ms(r.t),
             format!(
-                "last OK request through {EIP} (answered by {})",
+                "last OK request through {addr} (answered by {})",
                 r.body.as_deref().unwrap_or("?")
             ),
         ));
@@ -208,10 +258,12 @@ fn report(lab: &Lab, t_kill: f64, dead_id: &str) {
     let tl: Vec<TimelineEvent> = lab.timeline().unwrap_or_default();
     for e in tl.iter().filter(|e| e.t >= t_kill) {
         let holders: Vec<String> = e.holders.iter().map(|h| name(h)).collect();
-        let what = match e.event.as_str() {
-            "attach" => format!("API: {EIP} attached to {}", name(&e.instance)),
-            "detach" => format!("API: {EIP} detached from {}", name(&e.instance)),
-            other => format!("API: {other} {}", name(&e.instance)),
+        let what = match (e.event.as_str(), vip) {
+            ("attach", false) => format!("API: {addr} attached to {}", name(&e.instance)),
+            ("detach", false) => format!("API: {addr} detached from {}", name(&e.instance)),
+            ("attach", true) => format!("API: {} allowed to hold {addr}", name(&e.instance)),
+            ("detach", true) => format!("API: {} fenced (no longer allowed)", name(&e.instance)),
+            (other, _) => format!("API: {other} {}", name(&e.instance)),
         };
         rows.push((
             ms(e.t),
@@ -226,10 +278,10 @@ fn report(lab: &Lab, t_kill: f64, dead_id: &str) {
 
     let attach = tl
         .iter()
-        .find(|e| e.t >= t_kill && e.event == "attach" && e.instance != dead_id);
+        .find(|e| e.t >= t_kill && e.holders.iter().any(|h| h != dead_id));
     let detach = tl
         .iter()
-        .find(|e| e.t >= t_kill && e.event == "detach" && e.instance == dead_id);
+        .find(|e| e.t >= t_kill && !e.holders.iter().any(|h| h == dead_id));
     let failed = requests
         .iter()
         .filter(|r| !r.ok && r.t > t_kill && first_ok.is_none_or(|f| r.t < f.t))
@@ -240,14 +292,21 @@ fn report(lab: &Lab, t_kill: f64, dead_id: &str) {
     };
     let cfg = lab.config();
     println!("\nfailover times:");
-    println!(
-        "  kill -> EIP attached to the survivor      {}",
-        secs(attach.map(|e| e.t))
-    );
-    println!(
-        "  kill -> EIP detached from the dead host   {}",
-        secs(detach.map(|e| e.t))
-    );
+    if vip {
+        println!(
+            "  kill -> dead host fenced (pair removed)   {}",
+            secs(detach.map(|e| e.t))
+        );
+    } else {
+        println!(
+            "  kill -> address given to the survivor     {}",
+            secs(attach.map(|e| e.t))
+        );
+        println!(
+            "  kill -> address taken from the dead host  {}",
+            secs(detach.map(|e| e.t))
+        );
+    }
     if let (Some(a), Some(b)) = (last_ok, first_ok) {
         println!(
             "  client outage (last OK -> first OK)       {:.3} s, {failed} failed requests",
@@ -255,9 +314,14 @@ fn report(lab: &Lab, t_kill: f64, dead_id: &str) {
         );
     }
     println!(
-        "  (a peer is dead after {} x {:?} = {:?} without heartbeats, counted from its last one, up to\n   one interval before the kill; the rest is the API calls and the route change)",
+        "  (a peer is dead after {} x {:?} = {:?} without heartbeats, counted from its last one, up to\n   one interval before the kill; the rest is {})",
         cfg.dead_ratio,
         cfg.interval,
-        cfg.dead_period()
+        cfg.dead_period(),
+        if vip {
+            "the gratuitous ARP reaching the client; no API call on that path"
+        } else {
+            "the API calls and the route change"
+        }
     );
 }

@@ -19,8 +19,8 @@ use anyhow::{bail, Result};
 pub use bench::{BenchArgs, Scenario};
 pub use netns::cleanup_leftovers;
 pub use testbed::{
-    holders_at, no_holder_intervals, no_holder_time, Host, Lab, LabConfig, TimelineEvent, EIP,
-    HEARTBEAT_PORT,
+    holders_at, no_holder_intervals, no_holder_time, Host, Lab, LabCloud, LabConfig, TimelineEvent,
+    EIP, HEARTBEAT_PORT, VIP,
 };
 
 /// Unix time in seconds: the simulator stamps its timeline with the same clock.
@@ -31,8 +31,27 @@ pub fn unix_now() -> f64 {
 /// Durations as the agent takes them: plain seconds (`1`, `0.2`) or with units (`200ms`).
 pub use crate::config::parse_duration_text as parse_duration;
 
+/// Which simulated cloud a lab runs.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CloudArgs {
+    /// The simulated cloud: exoscale or openstack.
+    #[arg(long, default_value = "exoscale", value_parser = ["exoscale", "openstack"])]
+    pub provider: String,
+    /// OpenStack: floating-ip (default) or vip (allowed address pairs + gratuitous ARP).
+    #[arg(long, value_parser = ["floating-ip", "vip"])]
+    pub openstack_mode: Option<String>,
+}
+
+impl CloudArgs {
+    pub fn lab_cloud(&self) -> Result<LabCloud> {
+        LabCloud::parse(&self.provider, self.openstack_mode.as_deref())
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
+    #[command(flatten)]
+    pub cloud: CloudArgs,
     /// Number of hosts (priorities 10, 20, 30...: lb1 is the preferred holder).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=9))]
     pub hosts: u8,
@@ -90,6 +109,8 @@ pub enum LabCommand {
     Bench(BenchArgs),
     /// Build a lab and keep it until Ctrl-C, for poking around with `ip netns exec` (root).
     Up {
+        #[command(flatten)]
+        cloud: CloudArgs,
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=9))]
         hosts: u8,
         #[arg(short = 't', long, default_value = "1", value_parser = parse_duration)]
@@ -136,6 +157,7 @@ pub async fn run_lab(command: LabCommand) -> Result<()> {
         }
         LabCommand::Bench(args) => bench::run(args).await,
         LabCommand::Up {
+            cloud,
             hosts,
             interval,
             dead_ratio,
@@ -146,6 +168,7 @@ pub async fn run_lab(command: LabCommand) -> Result<()> {
         } => {
             require_root("the lab")?;
             let mut cfg = LabConfig::new(std::env::current_exe()?);
+            cfg.cloud = cloud.lab_cloud()?;
             cfg.hosts = hosts.into();
             cfg.interval = interval;
             cfg.dead_ratio = dead_ratio;

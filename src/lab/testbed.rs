@@ -42,10 +42,64 @@ pub const METADATA_URL: &str = "http://192.0.2.1:8081";
 pub const ZONE: &str = "ch-gva-2";
 pub const SECURITY_GROUP: &str = "exoip";
 pub const HEARTBEAT_PORT: u16 = 12345;
+/// OpenStack vip mode: the private VIP on the hosts' subnet, and the client beside them.
+pub const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+pub const VIP_CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
+pub const OS_AUTH_URL: &str = "http://192.0.2.1:8080/identity/v3";
+pub const OS_REGION: &str = "RegionOne";
+pub const OS_USER: &str = "demo";
+pub const OS_PROJECT: &str = "demo";
+
+/// Which cloud the lab simulates, and so how the address moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabCloud {
+    /// An elastic IP attached by the API, held on `lo`; R routes it to the holders.
+    Exoscale,
+    /// A floating IP moved between ports by the API; R NATs it to the holder's fixed IP.
+    OpenStackFloatingIp,
+    /// A private VIP held on `eth0` and announced with gratuitous ARP; the client sits on the
+    /// hosts' bridge; the API only keeps the ports' allowed address pairs.
+    OpenStackVip,
+}
+
+impl LabCloud {
+    pub fn parse(provider: &str, openstack_mode: Option<&str>) -> Result<LabCloud> {
+        match (provider, openstack_mode) {
+            ("exoscale", None) => Ok(LabCloud::Exoscale),
+            ("openstack", None | Some("floating-ip")) => Ok(LabCloud::OpenStackFloatingIp),
+            ("openstack", Some("vip")) => Ok(LabCloud::OpenStackVip),
+            (p, m) => bail!(
+                "no lab for provider {p}{}",
+                m.map(|m| format!(" in mode {m}")).unwrap_or_default()
+            ),
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            LabCloud::Exoscale => "Exoscale elastic IP",
+            LabCloud::OpenStackFloatingIp => "OpenStack floating IP",
+            LabCloud::OpenStackVip => "OpenStack VIP (allowed address pairs)",
+        }
+    }
+
+    /// The address the agents float.
+    pub fn address(self) -> Ipv4Addr {
+        match self {
+            LabCloud::OpenStackVip => VIP,
+            _ => EIP,
+        }
+    }
+
+    fn is_openstack(self) -> bool {
+        self != LabCloud::Exoscale
+    }
+}
 
 /// What to build. [`LabConfig::new`] gives the demo's defaults.
 #[derive(Debug, Clone)]
 pub struct LabConfig {
+    pub cloud: LabCloud,
     /// Number of hosts (1..=9: their addresses are 192.0.2.11..19).
     pub hosts: usize,
     /// Agent priority per host; missing entries default to 10, 20, 30...
@@ -80,6 +134,7 @@ pub struct LabConfig {
 impl LabConfig {
     pub fn new(exoip_bin: impl Into<PathBuf>) -> LabConfig {
         LabConfig {
+            cloud: LabCloud::Exoscale,
             hosts: 3,
             priorities: Vec::new(),
             interval: Duration::from_secs(1),
@@ -175,7 +230,10 @@ pub struct Lab {
     hosts: Vec<Host>,
     eip_id: String,
     api_key: String,
+    /// The Exoscale API secret, or the OpenStack user's password.
     api_secret: Secret,
+    /// The simulated OpenStack's seed (its server ids are the hosts' instance ids).
+    openstack_seed: Option<serde_json::Value>,
     namespaces: Vec<String>,
     sim: Mutex<Option<Child>>,
     agents: Mutex<Vec<Option<Child>>>,
@@ -243,13 +301,28 @@ impl Lab {
         let id = netns::allocate_id();
         let dir = std::env::temp_dir().join(&id);
         let (api_key, api_secret) = random_api_key();
+        let openstack = cfg.cloud.is_openstack().then(|| {
+            exoip_providers::sim::openstack::LabSeed {
+                hosts: cfg.hosts,
+                random_ids: true,
+                password: api_secret.expose().to_string(),
+                vip: cfg.cloud == LabCloud::OpenStackVip,
+                // Unassociated, as the Exoscale lab's EIP starts detached: the agents elect.
+                fip_on: None,
+                ..Default::default()
+            }
+            .build()
+        });
         let hosts = (0..cfg.hosts)
             .map(|i| Host {
                 index: i,
                 name: format!("lb{}", i + 1),
                 ns: format!("{id}-h{}", i + 1),
                 ip: Ipv4Addr::new(192, 0, 2, 11 + i as u8),
-                instance_id: random_uuid(),
+                instance_id: match &openstack {
+                    Some(seed) => seed.servers[i].id.clone(),
+                    None => random_uuid(),
+                },
                 priority: cfg.priority(i),
                 router_port: format!("vh{}", i + 1),
             })
@@ -262,6 +335,8 @@ impl Lab {
             eip_id: random_uuid(),
             api_key,
             api_secret,
+            openstack_seed: openstack
+                .map(|seed| serde_json::to_value(seed).expect("seeds serialise")),
             namespaces: Vec::new(),
             sim: Mutex::new(None),
             helpers: Mutex::new(Vec::new()),
@@ -276,6 +351,19 @@ impl Lab {
             .create(&lab.dir)
             .with_context(|| format!("cannot create {}", lab.dir.display()))?;
         File::create(lab.dir.join(netns::LAB_MARKER))?;
+        if lab.cfg.cloud.is_openstack() {
+            let key: String = rand::thread_rng()
+                .sample_iter(rand::distributions::Alphanumeric)
+                .take(40)
+                .map(char::from)
+                .collect();
+            OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .mode(0o600)
+                .open(lab.auth_key_path())?
+                .write_all(key.as_bytes())?;
+        }
         lab.build_topology().await?;
         if lab.cfg.sim {
             lab.start_sim().await?;
@@ -378,16 +466,29 @@ impl Lab {
             "-n", &r, "link", "add", "vc", "type", "veth", "peer", "name", "eth0", "netns", &c,
         ])
         .await?;
-        ip(["-n", &r, "addr", "add", "198.51.100.1/24", "dev", "vc"]).await?;
-        ip(["-n", &r, "link", "set", "vc", "up"]).await?;
         ip(["-n", &c, "link", "set", "lo", "up"]).await?;
-        ip(["-n", &c, "addr", "add", "198.51.100.2/24", "dev", "eth0"]).await?;
-        ip(["-n", &c, "link", "set", "eth0", "up"]).await?;
-        ip(["-n", &c, "route", "add", "default", "via", "198.51.100.1"]).await?;
+        if self.cfg.cloud == LabCloud::OpenStackVip {
+            // On the hosts' LAN: it reaches the VIP through ARP, so only a gratuitous ARP (or
+            // its cache expiring) sends it to a new holder.
+            ip(["-n", &r, "link", "set", "vc", "master", "br0", "up"]).await?;
+            let addr = format!("{VIP_CLIENT_IP}/24");
+            ip(["-n", &c, "addr", "add", &addr, "dev", "eth0"]).await?;
+            ip(["-n", &c, "link", "set", "eth0", "up"]).await?;
+            ip(["-n", &c, "route", "add", "default", "via", "192.0.2.1"]).await?;
+        } else {
+            ip(["-n", &r, "addr", "add", "198.51.100.1/24", "dev", "vc"]).await?;
+            ip(["-n", &r, "link", "set", "vc", "up"]).await?;
+            ip(["-n", &c, "addr", "add", "198.51.100.2/24", "dev", "eth0"]).await?;
+            ip(["-n", &c, "link", "set", "eth0", "up"]).await?;
+            ip(["-n", &c, "route", "add", "default", "via", "198.51.100.1"]).await?;
+        }
         Ok(())
     }
 
     fn seed(&self) -> serde_json::Value {
+        if self.cfg.cloud.is_openstack() {
+            return self.openstack_seed();
+        }
         let sg = random_uuid();
         serde_json::json!({
             "zone": ZONE,
@@ -415,6 +516,13 @@ impl Lab {
             })))
             .collect::<Vec<_>>(),
         })
+    }
+
+    /// The simulated OpenStack: one server per host with one port on the bridge's subnet, all in
+    /// security group `exoip`; the floating IP unassociated; the VIP port holding [`VIP`] with the
+    /// VIP allowed on every server port (as an operator prepares vip mode).
+    fn openstack_seed(&self) -> serde_json::Value {
+        self.openstack_seed.clone().unwrap_or_default()
     }
 
     fn seed_path(&self) -> PathBuf {
@@ -448,6 +556,12 @@ impl Lab {
         drop(f);
         let mut args: Vec<String> = vec![
             "sim".into(),
+            "--provider".into(),
+            if self.cfg.cloud.is_openstack() {
+                "openstack".into()
+            } else {
+                "exoscale".into()
+            },
             "--seed".into(),
             self.seed_path().display().to_string(),
             "--listen".into(),
@@ -545,7 +659,7 @@ impl Lab {
             "lab".into(),
             "fetch-loop".into(),
             "--url".into(),
-            format!("http://{EIP}/"),
+            format!("http://{}/", self.address()),
             "--interval".into(),
             format!("{}ms", self.cfg.fetch_interval.as_millis()),
             "--timeout".into(),
@@ -582,7 +696,7 @@ impl Lab {
             "-W",
             "-O",
             "-xi",
-            &EIP.to_string(),
+            &self.address().to_string(),
             "-G",
             SECURITY_GROUP,
             "-P",
@@ -591,16 +705,35 @@ impl Lab {
             &secs_arg(self.cfg.interval),
             "-r",
             &self.cfg.dead_ratio.to_string(),
-            "-xe",
-            API_URL,
             "--metadata-url",
             METADATA_URL,
-            "-xk",
-            &self.api_key,
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
+        match self.cfg.cloud {
+            LabCloud::Exoscale => args.extend([
+                "-xe".into(),
+                API_URL.into(),
+                "-xk".into(),
+                self.api_key.clone(),
+            ]),
+            cloud => {
+                let mode = if cloud == LabCloud::OpenStackVip {
+                    "vip"
+                } else {
+                    "floating-ip"
+                };
+                args.extend([
+                    "--provider".into(),
+                    "openstack".into(),
+                    "--openstack-mode".into(),
+                    mode.into(),
+                    "--auth-key-file".into(),
+                    self.auth_key_path().display().to_string(),
+                ]);
+            }
+        }
         for extra in &self.cfg.extra_eips {
             args.push("-xi".to_string());
             args.push(extra.to_string());
@@ -633,10 +766,10 @@ impl Lab {
         timeout: Duration,
     ) -> Result<(Option<i32>, String, String)> {
         let h = self.host(host)?;
-        let mut all_env = vec![
-            ("EXOSCALE_API_KEY", self.api_key.as_str()),
-            ("EXOSCALE_API_SECRET", self.api_secret.expose()),
-        ];
+        let mut all_env = self.cloud_env();
+        if !self.cfg.cloud.is_openstack() {
+            all_env.push(("EXOSCALE_API_KEY", self.api_key.as_str()));
+        }
         all_env.extend_from_slice(env);
         let child = ns_command(&h.ns, &self.cfg.exoip_bin, args, &all_env)
             .stdout(std::process::Stdio::piped())
@@ -655,6 +788,36 @@ impl Lab {
         ))
     }
 
+    /// The credentials of the simulated cloud, as the agents get them (environment only: never
+    /// on a command line).
+    fn cloud_env(&self) -> Vec<(&'static str, &str)> {
+        if self.cfg.cloud.is_openstack() {
+            vec![
+                ("OS_AUTH_URL", OS_AUTH_URL),
+                ("OS_USERNAME", OS_USER),
+                ("OS_PASSWORD", self.api_secret.expose()),
+                ("OS_PROJECT_NAME", OS_PROJECT),
+                ("OS_USER_DOMAIN_NAME", "Default"),
+                ("OS_PROJECT_DOMAIN_NAME", "Default"),
+                ("OS_REGION_NAME", OS_REGION),
+                ("OS_INTERFACE", "public"),
+                ("OS_IDENTITY_API_VERSION", "3"),
+            ]
+        } else {
+            vec![("EXOSCALE_API_SECRET", self.api_secret.expose())]
+        }
+    }
+
+    /// The heartbeat key shared by the agents on OpenStack (mode 0600, in the lab directory).
+    pub fn auth_key_path(&self) -> PathBuf {
+        self.dir.join("auth-key")
+    }
+
+    /// The address the agents float.
+    pub fn address(&self) -> Ipv4Addr {
+        self.cfg.cloud.address()
+    }
+
     /// The status socket of the agent on `host` (for `exoip status --socket ...`).
     pub fn status_socket(&self, host: usize) -> PathBuf {
         self.dir.join(format!("{}.sock", self.hosts[host].name))
@@ -668,16 +831,11 @@ impl Lab {
         }
         let mut log = self.open_log(&h.name)?;
         let args = self.agent_args(host);
-        let child = ns_command(
-            &h.ns,
-            &self.cfg.exoip_bin,
-            &args,
-            &[("EXOSCALE_API_SECRET", self.api_secret.expose())],
-        )
-        .stdout(log.try_clone()?)
-        .stderr(log.try_clone()?)
-        .spawn()
-        .with_context(|| format!("cannot start the agent on {}", h.name))?;
+        let child = ns_command(&h.ns, &self.cfg.exoip_bin, &args, &self.cloud_env())
+            .stdout(log.try_clone()?)
+            .stderr(log.try_clone()?)
+            .spawn()
+            .with_context(|| format!("cannot start the agent on {}", h.name))?;
         let _ = writeln!(
             log,
             "==== lab: agent started at {:.3} (pid {}) ====",
@@ -795,13 +953,22 @@ impl Lab {
     }
 
     pub async fn has_alias(&self, host: usize) -> Result<bool> {
-        self.has_alias_of(host, EIP).await
+        self.has_alias_of(host, self.address()).await
     }
 
-    /// Whether `host` has `eip`/32 on its loopback.
+    /// Whether `host` holds `eip` locally: /32 on its loopback (on `eth0` in vip mode).
     pub async fn has_alias_of(&self, host: usize, eip: Ipv4Addr) -> Result<bool> {
         let h = self.host(host)?;
-        let out = ip(["-n", &h.ns, "-o", "addr", "show", "dev", "lo"]).await?;
+        let out = ip([
+            "-n",
+            &h.ns,
+            "-o",
+            "addr",
+            "show",
+            "dev",
+            self.alias_device(),
+        ])
+        .await?;
         let needle = format!(" {eip}/32 ");
         Ok(out.lines().any(|l| l.contains(&needle)))
     }
@@ -817,15 +984,44 @@ impl Lab {
         Ok(v)
     }
 
+    /// The device that holds the address locally: `lo`, or `eth0` in vip mode.
+    fn alias_device(&self) -> &'static str {
+        if self.cfg.cloud == LabCloud::OpenStackVip {
+            "eth0"
+        } else {
+            "lo"
+        }
+    }
+
     pub async fn add_alias(&self, host: usize) -> Result<()> {
         let h = self.host(host)?;
-        ip(["-n", &h.ns, "addr", "add", "203.0.113.10/32", "dev", "lo"]).await?;
+        let addr = format!("{}/32", self.address());
+        ip([
+            "-n",
+            &h.ns,
+            "addr",
+            "add",
+            &addr,
+            "dev",
+            self.alias_device(),
+        ])
+        .await?;
         Ok(())
     }
 
     pub async fn del_alias(&self, host: usize) -> Result<()> {
         let h = self.host(host)?;
-        ip(["-n", &h.ns, "addr", "del", "203.0.113.10/32", "dev", "lo"]).await?;
+        let addr = format!("{}/32", self.address());
+        ip([
+            "-n",
+            &h.ns,
+            "addr",
+            "del",
+            &addr,
+            "dev",
+            self.alias_device(),
+        ])
+        .await?;
         Ok(())
     }
 
@@ -860,7 +1056,7 @@ impl Lab {
 
     /// The simulator's timeline for the EIP, oldest first (from its timeline file).
     pub fn timeline(&self) -> Result<Vec<TimelineEvent>> {
-        self.timeline_of(EIP)
+        self.timeline_of(self.address())
     }
 
     /// The simulator's holder changes of one elastic IP.
@@ -875,7 +1071,7 @@ impl Lab {
 
     /// Hosts the EIP is attached to, according to the simulated cloud.
     pub async fn holders(&self) -> Result<Vec<usize>> {
-        self.holders_of(EIP).await
+        self.holders_of(self.address()).await
     }
 
     /// The hosts `eip` is attached to, per the simulator's timeline.
@@ -1070,10 +1266,27 @@ impl Lab {
     /// The consistent state: exactly one holder by the API, it has the alias, and no other host
     /// with a running agent has it. Returns the holder, or None when not (yet) consistent.
     pub async fn single_holder(&self) -> Result<Option<usize>> {
+        if self.cfg.cloud == LabCloud::OpenStackVip {
+            // The API only knows who *may* hold the VIP: the holder is who has it on eth0.
+            let mut with = Vec::new();
+            for i in 0..self.hosts.len() {
+                if self.agent_running(i) && self.has_alias(i).await? {
+                    with.push(i);
+                }
+            }
+            return Ok(match with[..] {
+                [one] => Some(one),
+                _ => None,
+            });
+        }
         let holders = self.holders().await?;
         let [holder] = holders[..] else {
             return Ok(None);
         };
+        if self.cfg.cloud == LabCloud::OpenStackFloatingIp {
+            // Neutron NATs the floating IP: nobody holds it locally.
+            return Ok(Some(holder));
+        }
         for i in 0..self.hosts.len() {
             let alias = self.has_alias(i).await?;
             if i == holder && !alias {

@@ -1,9 +1,14 @@
 //! `exoip sim …`: the simulated cloud as a process (the demo and the end-to-end tests run it in
 //! a network namespace).
 //!
-//! On start it prints one line to stdout, `sim: api http://ADDR/v2 metadata http://ADDR` (or
-//! `metadata none`), with the addresses actually bound (so `--listen 127.0.0.1:0` works), then
-//! serves until SIGTERM or SIGINT and exits 0.
+//! `--provider exoscale` (the default) or `--provider openstack` chooses the cloud; the seed
+//! file is that cloud's format (`--example-seed` prints one).
+//!
+//! On start it prints one line to stdout, with the addresses actually bound (so
+//! `--listen 127.0.0.1:0` works), then serves until SIGTERM or SIGINT and exits 0:
+//! * Exoscale: `sim: api http://ADDR/v2 metadata http://ADDR` (or `metadata none`);
+//! * OpenStack: `sim: api http://ADDR/identity/v3 network http://ADDR/network metadata
+//!   http://ADDR` (the `auth_url`, the Neutron endpoint of the catalog, the metadata stub).
 
 use std::error::Error;
 use std::io::Write;
@@ -12,14 +17,29 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::faults::{Faults, Reason};
+use super::openstack::OpenStackSeed;
 use super::seed::{Seed, EXAMPLE_SEED};
-use super::{SimConfig, SimError};
+use super::{CloudSeed, SimConfig, SimError};
 
-/// Run a simulated Exoscale API v2 (plus metadata stub) for tests and demos.
+/// The cloud `exoip sim` simulates.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SimProvider {
+    /// Exoscale API v2.
+    #[default]
+    Exoscale,
+    /// OpenStack Keystone v3 + Neutron v2.0.
+    Openstack,
+}
+
+/// Run a simulated cloud (Exoscale API v2, or OpenStack Keystone + Neutron) plus metadata stub,
+/// for tests and demos.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SimArgs {
-    /// Initial state: zone, API keys, security groups, instances, elastic IPs (JSON; see
-    /// --example-seed).
+    /// The cloud to simulate (the EXOIP_PROVIDER environment variable is not read here).
+    #[arg(long, value_enum, default_value_t = SimProvider::Exoscale)]
+    pub provider: SimProvider,
+    /// Initial state (JSON; see --example-seed): Exoscale: zone, API keys, security groups,
+    /// instances, elastic IPs; OpenStack: region, users, networks, ports, floating IPs….
     #[arg(long, value_name = "FILE", required_unless_present = "example_seed")]
     pub seed: Option<PathBuf>,
     /// API listener (the control API is on it too, under /_sim/).
@@ -34,21 +54,23 @@ pub struct SimArgs {
     /// Initial faults as JSON (the format of PUT /_sim/faults); the flags below override it.
     #[arg(long, value_name = "FILE")]
     pub faults: Option<PathBuf>,
-    /// How long operations stay pending before their change applies, e.g. 0ms, 200ms.
+    /// Exoscale: how long operations stay pending before their change applies; OpenStack: extra
+    /// latency of Neutron mutations (they apply when it is over). E.g. 0ms, 200ms.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub op_delay: Option<Duration>,
-    /// Answer mutations with an operation already in state success.
+    /// Answer mutations with an operation already in state success (Exoscale only).
     #[arg(long)]
     pub op_immediate: bool,
     /// Delay added to every API answer, e.g. 50ms.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub latency: Option<Duration>,
     /// Re-attaching a holder or detaching a non-holder fails with this operation reason
-    /// (e.g. conflict) instead of succeeding as a no-op.
+    /// (e.g. conflict) instead of succeeding as a no-op (Exoscale only).
     #[arg(long, value_name = "REASON", value_parser = parse_reason)]
     pub noop_failure: Option<Reason>,
-    /// Route each elastic IP to its holders' public IPs with `ip route` (run it in a router
-    /// network namespace: it changes the kernel's routes).
+    /// Make traffic to each floating address reach its holders (run it in a router network
+    /// namespace): Exoscale: `ip route` to the holders' public IPs; OpenStack: NAT of each
+    /// floating IP to its port's fixed IP in the nftables table `ip exoip_sim`.
     #[arg(long)]
     pub route_holders: bool,
     /// Print an example seed file and exit.
@@ -68,7 +90,17 @@ impl SimArgs {
             .seed
             .as_ref()
             .ok_or_else(|| SimError::Invalid("--seed FILE is required".into()))?;
-        let seed = Seed::load(path)?;
+        let seed = match self.provider {
+            SimProvider::Exoscale => CloudSeed::Exoscale(Seed::load(path)?),
+            SimProvider::Openstack => {
+                if self.op_immediate || self.noop_failure.is_some() {
+                    return Err(SimError::Invalid(
+                        "--op-immediate and --noop-failure are for --provider exoscale only".into(),
+                    ));
+                }
+                CloudSeed::OpenStack(OpenStackSeed::load(path)?)
+            }
+        };
         let mut faults = match &self.faults {
             None => Faults::default(),
             Some(p) => {
@@ -97,7 +129,7 @@ impl SimArgs {
             timeline_path: self.timeline.clone(),
             route_holders: self.route_holders,
             faults,
-            ..SimConfig::new(seed)
+            ..SimConfig::with_seed(seed)
         })
     }
 }
@@ -105,7 +137,10 @@ impl SimArgs {
 /// Runs the simulator until SIGTERM/SIGINT (or prints the example seed).
 pub async fn run(args: SimArgs) -> Result<(), Box<dyn Error + Send + Sync>> {
     if args.example_seed {
-        print!("{EXAMPLE_SEED}");
+        match args.provider {
+            SimProvider::Exoscale => print!("{EXAMPLE_SEED}"),
+            SimProvider::Openstack => print!("{}", OpenStackSeed::example_json()),
+        }
         return Ok(());
     }
     // Before listening: whoever sees the port open may already send SIGTERM, and that must
@@ -117,12 +152,16 @@ pub async fn run(args: SimArgs) -> Result<(), Box<dyn Error + Send + Sync>> {
     let sim = super::start(args.config()?).await?;
     {
         let mut out = std::io::stdout().lock();
-        writeln!(
-            out,
-            "sim: api {} metadata {}",
-            sim.api_url(),
-            sim.metadata_url().as_deref().unwrap_or("none")
-        )?;
+        let metadata = sim.metadata_url();
+        let metadata = metadata.as_deref().unwrap_or("none");
+        match sim.network_url() {
+            None => writeln!(out, "sim: api {} metadata {metadata}", sim.api_url())?,
+            Some(network) => writeln!(
+                out,
+                "sim: api {} network {network} metadata {metadata}",
+                sim.api_url()
+            )?,
+        }
         // Whoever started us waits for this line (often through a pipe, which is buffered).
         out.flush()?;
     }
@@ -192,5 +231,34 @@ mod tests {
 
         assert!(Wrap::try_parse_from(["x", "--example-seed", "--op-delay", "soon"]).is_err());
         assert!(Wrap::try_parse_from(["x", "--example-seed", "--noop-failure", "nope"]).is_err());
+    }
+
+    #[test]
+    fn openstack_provider_reads_its_own_seed() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = dir.path().join("seed.json");
+        std::fs::write(&seed, OpenStackSeed::example_json()).unwrap();
+        let parse = |extra: &[&str]| {
+            let mut args = vec![
+                "x",
+                "--provider",
+                "openstack",
+                "--seed",
+                seed.to_str().unwrap(),
+            ];
+            args.extend_from_slice(extra);
+            Wrap::try_parse_from(args).unwrap().sim
+        };
+        let cfg = parse(&["--op-delay", "50ms", "--latency", "5ms"])
+            .config()
+            .unwrap();
+        assert!(matches!(cfg.seed, CloudSeed::OpenStack(_)));
+        assert_eq!(cfg.faults.op_delay, Duration::from_millis(50));
+        assert!(parse(&["--op-immediate"]).config().is_err());
+        // An Exoscale seed is not an OpenStack seed, and the other way round.
+        let w = Wrap::try_parse_from(["x", "--seed", seed.to_str().unwrap()]).unwrap();
+        assert_eq!(w.sim.provider, SimProvider::Exoscale);
+        assert!(w.sim.config().is_err());
+        assert!(Wrap::try_parse_from(["x", "--example-seed", "--provider", "azure"]).is_err());
     }
 }

@@ -1,13 +1,25 @@
 //! The control API under `/_sim/` on the API listener: unauthenticated JSON for tests and the
 //! demo to inspect the simulated cloud and to change it behind the API's back.
 //!
-//! * `GET /_sim/state`: zones with their elastic IPs (and holder ids) and instances.
+//! Both clouds:
+//! * `GET /_sim/state`: the cloud's state (Exoscale: zones with their elastic IPs, holder ids
+//!   and instances; OpenStack: floating IPs, ports, servers, extensions, token settings).
 //! * `GET /_sim/timeline`: every holder change so far (see [`super::TimelineEvent`]).
 //! * `GET /_sim/faults`, `PUT /_sim/faults`: read or replace the [`super::Faults`] (fields left
 //!   out take their defaults, remaining counts included).
-//! * `POST /_sim/instance/{id}/state` `{"state":"stopped"}`: change an instance's state.
 //! * `PUT /_sim/elastic-ip/{ip}/holders` `{"holders":["<id>",…]}`: force the holders, as another
 //!   actor (or a split brain) would; recorded on the timeline with `"forced":true`.
+//!
+//! Exoscale only:
+//! * `POST /_sim/instance/{id}/state` `{"state":"stopped"}`: change an instance's state.
+//!
+//! OpenStack only (see [`super::openstack`]):
+//! * `PUT /_sim/floating-ip/{ip}/holders`, `PUT /_sim/address/{ip}/holders`: the same as
+//!   `/_sim/elastic-ip/{ip}/holders` (server ids; a VIP address sets `allowed_address_pairs`).
+//! * `POST /_sim/tokens/revoke`: revoke every token → `{"revoked": n}`.
+//! * `PUT /_sim/token-lifetime` `{"lifetime":"2s"}`: lifetime of the tokens issued from now on.
+//! * `DELETE /_sim/port/{id}`: delete a port (its floating IPs are dissociated).
+//! * `PUT /_sim/extension/{alias}` `{"enabled":false}`: switch a Neutron extension off or on.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -17,13 +29,15 @@ use axum::extract::{Path, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::exoscale::{lock, ControlError, ExoSim};
+use super::exoscale::{lock, ControlError};
 use super::faults::Faults;
+use super::openstack::OsSim;
+use super::Cloud;
 
 fn reply(status: StatusCode, body: Value) -> Response {
     let mut r = (status, body.to_string()).into_response();
@@ -43,37 +57,47 @@ fn control_error(e: ControlError) -> Response {
     }
 }
 
-type Sim = State<Arc<ExoSim>>;
+type Ctl = State<Cloud>;
 
-pub(crate) fn router(sim: Arc<ExoSim>) -> Router {
-    Router::new()
+pub(crate) fn router(cloud: Cloud) -> Router {
+    let common = Router::new()
         .route("/_sim/state", get(state))
         .route("/_sim/timeline", get(timeline))
         .route("/_sim/faults", get(get_faults).put(put_faults))
-        .route("/_sim/instance/{id}/state", post(set_instance_state))
-        .route("/_sim/elastic-ip/{ip}/holders", put(force_holders))
+        .route("/_sim/elastic-ip/{ip}/holders", put(force_holders));
+    let specific = match &cloud {
+        Cloud::Exoscale(_) => common.route("/_sim/instance/{id}/state", post(set_instance_state)),
+        Cloud::OpenStack(_) => common
+            .route("/_sim/floating-ip/{ip}/holders", put(force_holders))
+            .route("/_sim/address/{ip}/holders", put(force_holders))
+            .route("/_sim/tokens/revoke", post(revoke_tokens))
+            .route("/_sim/token-lifetime", put(token_lifetime))
+            .route("/_sim/port/{id}", delete(delete_port))
+            .route("/_sim/extension/{alias}", put(set_extension)),
+    };
+    specific
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such control endpoint") })
-        .with_state(sim)
+        .with_state(cloud)
 }
 
-async fn state(State(sim): Sim) -> Response {
-    reply(StatusCode::OK, sim.state_json())
+async fn state(State(cloud): Ctl) -> Response {
+    reply(StatusCode::OK, cloud.state_json())
 }
 
-async fn timeline(State(sim): Sim) -> Response {
-    let events = serde_json::to_value(sim.timeline.events()).expect("events serialise");
+async fn timeline(State(cloud): Ctl) -> Response {
+    let events = serde_json::to_value(cloud.timeline().events()).expect("events serialise");
     reply(StatusCode::OK, events)
 }
 
-async fn get_faults(State(sim): Sim) -> Response {
-    let f = lock(&sim.faults).faults.clone();
+async fn get_faults(State(cloud): Ctl) -> Response {
+    let f = lock(cloud.faults()).faults.clone();
     reply(
         StatusCode::OK,
         serde_json::to_value(f).expect("faults serialise"),
     )
 }
 
-async fn put_faults(State(sim): Sim, body: Bytes) -> Response {
+async fn put_faults(State(cloud): Ctl, body: Bytes) -> Response {
     let faults: Faults = match serde_json::from_slice(&body) {
         Ok(f) => f,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("faults: {e}")),
@@ -82,7 +106,7 @@ async fn put_faults(State(sim): Sim, body: Bytes) -> Response {
         return error(StatusCode::BAD_REQUEST, format!("faults: {e}"));
     }
     tracing::info!("faults replaced: {faults:?}");
-    lock(&sim.faults).faults = faults.clone();
+    lock(cloud.faults()).faults = faults.clone();
     reply(
         StatusCode::OK,
         serde_json::to_value(faults).expect("faults serialise"),
@@ -95,7 +119,10 @@ struct StateBody {
     state: String,
 }
 
-async fn set_instance_state(State(sim): Sim, Path(id): Path<String>, body: Bytes) -> Response {
+async fn set_instance_state(State(cloud): Ctl, Path(id): Path<String>, body: Bytes) -> Response {
+    let Cloud::Exoscale(sim) = cloud else {
+        return error(StatusCode::NOT_FOUND, "no such control endpoint");
+    };
     let body: StateBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
@@ -112,7 +139,7 @@ struct HoldersBody {
     holders: Vec<String>,
 }
 
-async fn force_holders(State(sim): Sim, Path(ip): Path<String>, body: Bytes) -> Response {
+async fn force_holders(State(cloud): Ctl, Path(ip): Path<String>, body: Bytes) -> Response {
     let Ok(ip) = ip.parse::<IpAddr>() else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -123,8 +150,84 @@ async fn force_holders(State(sim): Sim, Path(ip): Path<String>, body: Bytes) -> 
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
     };
-    match sim.force_holders(ip, &body.holders) {
+    match cloud.force_holders(ip, &body.holders) {
         Ok(holders) => reply(StatusCode::OK, json!({ "ip": ip, "holders": holders })),
+        Err(e) => control_error(e),
+    }
+}
+
+/// The OpenStack simulator, or `None` (answer [`not_openstack`]) for another cloud.
+fn openstack(cloud: Cloud) -> Option<Arc<OsSim>> {
+    match cloud {
+        Cloud::OpenStack(s) => Some(s),
+        Cloud::Exoscale(_) => None,
+    }
+}
+
+fn not_openstack() -> Response {
+    error(StatusCode::NOT_FOUND, "no such control endpoint")
+}
+
+async fn revoke_tokens(State(cloud): Ctl) -> Response {
+    match openstack(cloud) {
+        Some(sim) => reply(StatusCode::OK, json!({ "revoked": sim.revoke_tokens() })),
+        None => not_openstack(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LifetimeBody {
+    #[serde(with = "super::faults::humantime_str")]
+    lifetime: std::time::Duration,
+}
+
+async fn token_lifetime(State(cloud): Ctl, body: Bytes) -> Response {
+    let Some(sim) = openstack(cloud) else {
+        return not_openstack();
+    };
+    let body: LifetimeBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
+    };
+    match sim.set_token_lifetime(body.lifetime) {
+        Ok(()) => reply(
+            StatusCode::OK,
+            json!({ "lifetime": humantime::format_duration(body.lifetime).to_string() }),
+        ),
+        Err(e) => control_error(e),
+    }
+}
+
+async fn delete_port(State(cloud): Ctl, Path(id): Path<String>) -> Response {
+    let Some(sim) = openstack(cloud) else {
+        return not_openstack();
+    };
+    match sim.delete_port(&id) {
+        Ok(()) => reply(StatusCode::OK, json!({ "deleted": id })),
+        Err(e) => control_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExtensionBody {
+    enabled: bool,
+}
+
+async fn set_extension(State(cloud): Ctl, Path(alias): Path<String>, body: Bytes) -> Response {
+    let Some(sim) = openstack(cloud) else {
+        return not_openstack();
+    };
+    let body: ExtensionBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
+    };
+    match sim.set_extension(&alias, body.enabled) {
+        Ok(()) => reply(
+            StatusCode::OK,
+            json!({ "alias": alias, "enabled": body.enabled }),
+        ),
         Err(e) => control_error(e),
     }
 }

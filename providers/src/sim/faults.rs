@@ -1,5 +1,9 @@
 //! Fault injection: what the simulated API does wrong, set at start and changed at run time
-//! (`PUT /_sim/faults` or [`super::SimHandle::set_faults`]).
+//! (`PUT /_sim/faults` or [`super::SimHandle::set_faults`]). The same faults serve every
+//! simulated cloud; on OpenStack they act on Keystone and Neutron alike, `op_delay` is the
+//! extra latency of Neutron mutations (which apply when it is over), `clock_skew_secs` shifts
+//! Keystone's token times, and the operation faults (`op_immediate`, `op_stuck`, `op_failure`,
+//! `noop_failure`) do nothing (see [`super::openstack`]).
 //!
 //! JSON form (every field optional; durations are humantime strings such as `"250ms"`):
 //!
@@ -40,7 +44,8 @@ pub enum Reason {
 }
 
 /// When a fault fires: first on the next `count` eligible requests, then on each one with
-/// `probability`. With `mutations_only`, only attach/detach requests are eligible (and count).
+/// `probability`. With `mutations_only`, only mutations are eligible (and count): Exoscale
+/// attach/detach, OpenStack Neutron writes (not token requests).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Trigger {
@@ -99,7 +104,7 @@ impl Trigger {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
-    /// Added to every `/v2` answer.
+    /// Added to every API answer (not to the control API's).
     #[serde(with = "humantime_str")]
     pub latency: Duration,
     /// A uniformly random extra delay in `0..=jitter` on top of `latency`.
@@ -112,11 +117,12 @@ pub struct Faults {
     pub retry_after_secs: u64,
     /// Close the connection without answering, without doing anything.
     pub drop_connection: Trigger,
-    /// Every `/v2` request gets its connection closed without an answer (the control API on the
+    /// Every API request gets its connection closed without an answer (the control API on the
     /// same listener keeps working, so the cloud can be brought back).
     pub api_down: bool,
     /// How long an operation stays `pending` before its change applies. Zero applies the change
-    /// before the answer is sent (the answer still says `pending`).
+    /// before the answer is sent (the answer still says `pending`). OpenStack: how long a
+    /// Neutron mutation takes before it applies and answers.
     #[serde(with = "humantime_str")]
     pub op_delay: Duration,
     /// Mutations answer with the operation already terminal (`success`), as some real calls do.
@@ -130,7 +136,8 @@ pub struct Faults {
     /// closed instead of answering: the client cannot know it worked.
     pub response_lost: Trigger,
     /// Added to the simulator's clock when checking signature expiry (positive: the cloud's
-    /// clock is ahead, so signatures expire early).
+    /// clock is ahead, so signatures expire early). OpenStack: Keystone's clock, for the
+    /// `issued_at`/`expires_at` of new tokens and their expiry.
     pub clock_skew_secs: i64,
     /// `None`: re-attaching a holder or detaching a non-holder succeeds as a no-op. `Some(r)`:
     /// such an operation ends in `failure` with reason `r` (e.g. `conflict`).
@@ -172,7 +179,7 @@ impl Faults {
     }
 }
 
-/// What the front door does with one `/v2` request.
+/// What the front door does with one API request.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Door {
     Pass,

@@ -1,25 +1,32 @@
-//! A simulated cloud: a faithful HTTP emulator of the Exoscale API v2 subset the agent uses,
-//! with fault injection, a holder timeline, a metadata stub and an optional route hook.
+//! A simulated cloud: faithful HTTP emulators of the API subsets the agent uses, with fault
+//! injection, a holder timeline, a metadata stub and an optional route hook.
+//!
+//! Two clouds, chosen by the seed ([`CloudSeed`]):
+//! * Exoscale API v2 under `/v2` ([`Seed`]);
+//! * OpenStack Keystone v3 under `/identity` and Neutron v2.0 under `/network`
+//!   ([`OpenStackSeed`], see [`openstack`]).
 //!
 //! Used in-process by tests ([`start`] → [`SimHandle`]) and as a process by the demo and the
-//! end-to-end tests (`exoip sim …`, see [`cli`]). The plumbing that is not Exoscale-specific
-//! (the HTTP server that can drop connections, [`Faults`], the [`timeline`], the [`seed`] loader
-//! conventions, the [`route`] hook) is meant to be shared by the OpenStack and Azure emulators
-//! that will sit beside the Exoscale one.
+//! end-to-end tests (`exoip sim …`, see [`cli`]). The plumbing (the HTTP server that can drop
+//! connections, [`Faults`], the [`timeline`], the [`route`] hook, the control API under
+//! `/_sim`) is shared by both.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use exoip_providers::sim::{self, Seed, SimConfig};
+//! use exoip_providers::sim::{self, OpenStackSeed, Seed, SimConfig};
 //! let sim = sim::start(SimConfig::new(Seed::example())).await?;
 //! println!("API at {}", sim.api_url()); // http://127.0.0.1:<port>/v2
+//! sim.shutdown().await;
+//! let sim = sim::start(SimConfig::openstack(OpenStackSeed::example())).await?;
+//! println!("auth_url {}", sim.api_url()); // http://127.0.0.1:<port>/identity/v3
 //! sim.shutdown().await;
 //! # Ok(()) }
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -27,11 +34,13 @@ use tokio::task::JoinHandle;
 
 use crate::InstanceId;
 
+pub mod azure;
 pub mod cli;
 mod control;
 mod exoscale;
 pub mod faults;
 mod metadata;
+pub mod openstack;
 pub mod route;
 pub mod seed;
 mod server;
@@ -39,37 +48,90 @@ pub mod timeline;
 
 pub use exoscale::Clock;
 pub use faults::{Faults, Reason, Trigger};
-pub use route::{route_args, IpCommand, RouteRunner};
+pub use openstack::{LabSeed, OpenStackSeed};
+pub use route::{nat_script, route_args, IpCommand, NatMapping, RouteRunner, NAT_TABLE};
 pub use seed::{Seed, SeedError, EXAMPLE_SEED};
 pub use timeline::{HolderEvent, TimelineEvent};
 
 use exoscale::{lock, ControlError, ExoSim};
 use faults::FaultState;
+use openstack::OsSim;
 use server::Dispatch;
 use timeline::Timeline;
 
-/// Everything [`start`] needs. Build with [`SimConfig::new`] and override fields.
+/// Which cloud to simulate, with its initial state.
+// Built once per simulator: boxing the larger seed would only make matching clumsier.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum CloudSeed {
+    Exoscale(Seed),
+    OpenStack(OpenStackSeed),
+}
+
+impl CloudSeed {
+    pub fn validate(&self) -> Result<(), SeedError> {
+        match self {
+            CloudSeed::Exoscale(s) => s.validate(),
+            CloudSeed::OpenStack(s) => s.validate(),
+        }
+    }
+}
+
+impl From<Seed> for CloudSeed {
+    fn from(s: Seed) -> Self {
+        CloudSeed::Exoscale(s)
+    }
+}
+
+impl From<OpenStackSeed> for CloudSeed {
+    fn from(s: OpenStackSeed) -> Self {
+        CloudSeed::OpenStack(s)
+    }
+}
+
+impl std::fmt::Display for CloudSeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloudSeed::Exoscale(s) => write!(f, "Exoscale: {s}"),
+            CloudSeed::OpenStack(s) => write!(f, "OpenStack: {s}"),
+        }
+    }
+}
+
+/// Everything [`start`] needs. Build with [`SimConfig::new`] (Exoscale) or
+/// [`SimConfig::openstack`] and override fields.
 pub struct SimConfig {
-    pub seed: Seed,
+    pub seed: CloudSeed,
     /// The API and control listener; port 0 picks a free port.
     pub api_listen: SocketAddr,
     /// The metadata stub's listener, if any.
     pub metadata_listen: Option<SocketAddr>,
     /// Holder changes are also written there, one JSON line each (truncated at start).
     pub timeline_path: Option<PathBuf>,
-    /// Point each EIP's kernel route at its holders (only inside a disposable network namespace).
+    /// Make traffic to each floating address reach its holders (only inside a disposable
+    /// network namespace): Exoscale: kernel routes; OpenStack: NAT rules (see [`route`]).
     pub route_holders: bool,
-    /// Runs the route commands; `None` runs the real `ip`.
+    /// Runs the route commands; `None` runs the real `ip` and `nft`.
     pub route_runner: Option<Arc<dyn RouteRunner>>,
     pub faults: Faults,
-    /// Time source for signature expiry (before `faults.clock_skew_secs`); `None`: the system
-    /// clock.
+    /// Time source for signature expiry, or token times on OpenStack (before
+    /// `faults.clock_skew_secs`); `None`: the system clock.
     pub clock: Option<Clock>,
 }
 
 impl SimConfig {
-    /// Loopback on a free port, no metadata stub, no timeline file, no routes, no faults.
+    /// A simulated Exoscale on loopback on a free port, no metadata stub, no timeline file, no
+    /// routes, no faults.
     pub fn new(seed: Seed) -> SimConfig {
+        SimConfig::with_seed(CloudSeed::Exoscale(seed))
+    }
+
+    /// A simulated OpenStack, with the same defaults as [`SimConfig::new`].
+    pub fn openstack(seed: OpenStackSeed) -> SimConfig {
+        SimConfig::with_seed(CloudSeed::OpenStack(seed))
+    }
+
+    pub fn with_seed(seed: CloudSeed) -> SimConfig {
         SimConfig {
             seed,
             api_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -128,10 +190,58 @@ impl From<ControlError> for SimError {
     }
 }
 
+/// The simulated cloud behind a handle and the control API.
+#[derive(Clone)]
+pub(crate) enum Cloud {
+    Exoscale(Arc<ExoSim>),
+    OpenStack(Arc<OsSim>),
+}
+
+impl Cloud {
+    pub fn faults(&self) -> &Mutex<FaultState> {
+        match self {
+            Cloud::Exoscale(s) => &s.faults,
+            Cloud::OpenStack(s) => &s.faults,
+        }
+    }
+
+    pub fn timeline(&self) -> &Timeline {
+        match self {
+            Cloud::Exoscale(s) => &s.timeline,
+            Cloud::OpenStack(s) => &s.timeline,
+        }
+    }
+
+    pub fn holders(&self, ip: IpAddr) -> Vec<InstanceId> {
+        match self {
+            Cloud::Exoscale(s) => s.holders(ip),
+            Cloud::OpenStack(s) => s.holders(ip),
+        }
+    }
+
+    pub fn force_holders(
+        &self,
+        ip: IpAddr,
+        holders: &[String],
+    ) -> Result<Vec<InstanceId>, ControlError> {
+        match self {
+            Cloud::Exoscale(s) => s.force_holders(ip, holders),
+            Cloud::OpenStack(s) => s.force_holders(ip, holders),
+        }
+    }
+
+    pub fn state_json(&self) -> serde_json::Value {
+        match self {
+            Cloud::Exoscale(s) => s.state_json(),
+            Cloud::OpenStack(s) => s.state_json(),
+        }
+    }
+}
+
 /// A running simulator. Dropping it stops the servers too; [`SimHandle::shutdown`] also waits
-/// for them.
+/// for them (and, on OpenStack with the route hook, removes the NAT table).
 pub struct SimHandle {
-    sim: Arc<ExoSim>,
+    cloud: Cloud,
     api_addr: SocketAddr,
     metadata_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
@@ -177,66 +287,122 @@ pub async fn start(cfg: SimConfig) -> Result<SimHandle, SimError> {
     };
     let clock: Clock = cfg.clock.unwrap_or_else(|| Arc::new(SystemTime::now));
     let (stop, stopped) = watch::channel(false);
-    let sim = Arc::new(ExoSim::new(
-        &cfg.seed,
-        FaultState::new(cfg.faults),
-        timeline,
-        routes,
-        clock,
-        stopped.clone(),
-    ));
-    // Before serving: an agent that reads "attached" must find the route already there.
-    sim.route_all();
+    let summary = cfg.seed.to_string();
+    let faults = FaultState::new(cfg.faults);
+    let (cloud, mut prefixed, md_router, unknown): (Cloud, _, _, &'static str) = match cfg.seed {
+        CloudSeed::Exoscale(seed) => {
+            let sim = Arc::new(ExoSim::new(
+                &seed,
+                faults,
+                timeline,
+                routes,
+                clock,
+                stopped.clone(),
+            ));
+            // Before serving: an agent that reads "attached" must find the route already there.
+            sim.route_all();
+            (
+                Cloud::Exoscale(sim.clone()),
+                vec![("/v2", exoscale::router(sim.clone()))],
+                metadata::router(sim),
+                "not found: the API is under /v2, the control API under /_sim\n",
+            )
+        }
+        CloudSeed::OpenStack(seed) => {
+            let sim = Arc::new(OsSim::new(
+                &seed,
+                faults,
+                timeline,
+                routes,
+                clock,
+                api_addr,
+                stopped.clone(),
+            ));
+            sim.start_routes();
+            (
+                Cloud::OpenStack(sim.clone()),
+                vec![
+                    ("/identity", openstack::keystone::router(sim.clone())),
+                    ("/network", openstack::neutron::router(sim.clone())),
+                ],
+                openstack::metadata::router(sim),
+                "not found: Keystone is under /identity, Neutron under /network, the control \
+                 API under /_sim\n",
+            )
+        }
+    };
+    prefixed.push(("/_sim", control::router(cloud.clone())));
 
     let mut tasks = vec![tokio::spawn(server::serve(
         api,
         Dispatch {
             name: "api",
-            prefixed: vec![
-                ("/v2", exoscale::router(sim.clone())),
-                ("/_sim", control::router(sim.clone())),
-            ],
-            default: axum::Router::new().fallback(|| async {
-                (
-                    axum::http::StatusCode::NOT_FOUND,
-                    "not found: the API is under /v2, the control API under /_sim\n",
-                )
-            }),
+            prefixed,
+            default: axum::Router::new()
+                .fallback(move || async move { (axum::http::StatusCode::NOT_FOUND, unknown) }),
         },
         stopped.clone(),
     ))];
     if let Some(md) = md {
-        let router = metadata::router(sim.clone());
         tasks.push(tokio::spawn(server::serve(
             md,
             Dispatch {
                 name: "metadata",
                 prefixed: Vec::new(),
-                default: router,
+                default: md_router,
             },
             stopped,
         )));
     }
-    tracing::info!(
-        "simulated Exoscale ({}) on http://{api_addr}/v2{}",
-        cfg.seed,
-        metadata_addr
-            .map(|a| format!(", metadata on http://{a}"))
-            .unwrap_or_default()
-    );
-    Ok(SimHandle {
-        sim,
+    let handle = SimHandle {
+        cloud,
         api_addr,
         metadata_addr,
         stop,
         tasks,
-    })
+    };
+    tracing::info!(
+        "simulated {summary} on {}{}",
+        match handle.cloud {
+            Cloud::Exoscale(_) => handle.api_url(),
+            Cloud::OpenStack(_) => format!(
+                "{} and {}",
+                handle.api_url(),
+                handle.network_url().unwrap_or_default()
+            ),
+        },
+        metadata_addr
+            .map(|a| format!(", metadata on http://{a}"))
+            .unwrap_or_default()
+    );
+    Ok(handle)
 }
 
 impl SimHandle {
-    /// The API base URL, e.g. `http://127.0.0.1:41234/v2`.
+    /// `"exoscale"` or `"openstack"`.
+    pub fn provider(&self) -> &'static str {
+        match self.cloud {
+            Cloud::Exoscale(_) => "exoscale",
+            Cloud::OpenStack(_) => "openstack",
+        }
+    }
+
+    /// The API base URL: Exoscale `http://127.0.0.1:41234/v2`; OpenStack the Keystone
+    /// `auth_url`, `http://127.0.0.1:41234/identity/v3`.
     pub fn api_url(&self) -> String {
-        format!("http://{}/v2", self.api_addr)
+        match self.cloud {
+            Cloud::Exoscale(_) => format!("http://{}/v2", self.api_addr),
+            Cloud::OpenStack(_) => format!("http://{}/identity/v3", self.api_addr),
+        }
+    }
+
+    /// OpenStack: the Neutron endpoint (unversioned, as in the catalog),
+    /// `http://127.0.0.1:41234/network`.
+    pub fn network_url(&self) -> Option<String> {
+        match self.cloud {
+            Cloud::Exoscale(_) => None,
+            Cloud::OpenStack(_) => Some(format!("http://{}/network", self.api_addr)),
+        }
     }
 
     /// The listener's base URL (the control API is under `/_sim/`).
@@ -258,30 +424,32 @@ impl SimHandle {
     }
 
     /// The instances the EIP with address `ip` is attached to, in attach order (empty for an
-    /// unknown address).
+    /// unknown address). OpenStack: for a floating IP, the server (`device_id`) of the port it
+    /// is on; for another address (a VIP), the servers whose ports have it in their
+    /// `allowed_address_pairs`.
     pub fn holders(&self, ip: IpAddr) -> Vec<InstanceId> {
-        self.sim.holders(ip)
+        self.cloud.holders(ip)
     }
 
     /// Every holder change so far, in order.
     pub fn timeline(&self) -> Vec<TimelineEvent> {
-        self.sim.timeline.events()
+        self.cloud.timeline().events()
     }
 
     pub fn faults(&self) -> Faults {
-        lock(&self.sim.faults).faults.clone()
+        lock(self.cloud.faults()).faults.clone()
     }
 
     /// Replaces the faults (and their remaining counts).
     pub fn set_faults(&self, faults: Faults) -> Result<(), SimError> {
         faults.validate().map_err(SimError::Faults)?;
-        lock(&self.sim.faults).faults = faults;
+        lock(self.cloud.faults()).faults = faults;
         Ok(())
     }
 
     /// Changes some faults in place, keeping the others and their counts.
     pub fn update_faults(&self, change: impl FnOnce(&mut Faults)) -> Result<(), SimError> {
-        let mut state = lock(&self.sim.faults);
+        let mut state = lock(self.cloud.faults());
         let mut f = state.faults.clone();
         change(&mut f);
         f.validate().map_err(SimError::Faults)?;
@@ -289,30 +457,71 @@ impl SimHandle {
         Ok(())
     }
 
-    /// Skews the clock used for signature expiry by `secs` (positive: the cloud is ahead).
+    /// Skews the cloud's clock by `secs` (positive: the cloud is ahead): signature expiry on
+    /// Exoscale, token times on OpenStack.
     pub fn set_clock_skew(&self, secs: i64) {
-        lock(&self.sim.faults).faults.clock_skew_secs = secs;
+        lock(self.cloud.faults()).faults.clock_skew_secs = secs;
     }
 
-    /// Sets an instance's state (e.g. `"stopped"`).
+    /// Sets an instance's state (e.g. `"stopped"`). Exoscale only.
     pub fn set_instance_state(&self, id: &InstanceId, state: &str) -> Result<(), SimError> {
-        Ok(self.sim.set_instance_state(&id.0, state)?)
+        match &self.cloud {
+            Cloud::Exoscale(s) => Ok(s.set_instance_state(&id.0, state)?),
+            Cloud::OpenStack(_) => Err(SimError::Invalid(
+                "the OpenStack simulator has no instance states".into(),
+            )),
+        }
     }
 
-    /// Replaces the holders of the EIP `ip` at once, as another actor would (recorded on the
-    /// timeline as forced). Returns the new holders.
+    /// Replaces the holders of the address `ip` at once, as another actor would (recorded on
+    /// the timeline as forced). Returns the new holders. OpenStack: a floating IP moves to the
+    /// one server given (its first port with a router path), or is dissociated; a VIP is added
+    /// to the given servers' ports' `allowed_address_pairs` and removed from the others';
+    /// every port or floating IP changed gets its `revision_number` bumped.
     pub fn force_holders(
         &self,
         ip: IpAddr,
         holders: &[InstanceId],
     ) -> Result<Vec<InstanceId>, SimError> {
         let ids: Vec<String> = holders.iter().map(|h| h.0.clone()).collect();
-        Ok(self.sim.force_holders(ip, &ids)?)
+        Ok(self.cloud.force_holders(ip, &ids)?)
     }
 
     /// The same JSON as `GET /_sim/state`.
     pub fn state(&self) -> serde_json::Value {
-        self.sim.state_json()
+        self.cloud.state_json()
+    }
+
+    fn openstack(&self) -> Result<&OsSim, SimError> {
+        match &self.cloud {
+            Cloud::OpenStack(s) => Ok(s),
+            Cloud::Exoscale(_) => Err(SimError::Invalid(
+                "only the OpenStack simulator has this control".into(),
+            )),
+        }
+    }
+
+    /// OpenStack: revokes every token issued so far (the next Neutron call with one gets 401).
+    /// Returns how many there were.
+    pub fn revoke_tokens(&self) -> Result<usize, SimError> {
+        Ok(self.openstack()?.revoke_tokens())
+    }
+
+    /// OpenStack: the lifetime of the tokens issued from now on.
+    pub fn set_token_lifetime(&self, lifetime: Duration) -> Result<(), SimError> {
+        Ok(self.openstack()?.set_token_lifetime(lifetime)?)
+    }
+
+    /// OpenStack: deletes a port (any project) as another actor would; its floating IPs are
+    /// dissociated (recorded on the timeline as forced).
+    pub fn delete_port(&self, id: &str) -> Result<(), SimError> {
+        Ok(self.openstack()?.delete_port(id)?)
+    }
+
+    /// OpenStack: switches a Neutron extension (e.g. `port-security-groups-filtering`) on or
+    /// off.
+    pub fn set_extension(&self, alias: &str, enabled: bool) -> Result<(), SimError> {
+        Ok(self.openstack()?.set_extension(alias, enabled)?)
     }
 
     /// Stops serving, closes open connections and waits for the servers to finish.
@@ -321,11 +530,17 @@ impl SimHandle {
         for t in self.tasks.drain(..) {
             let _ = t.await;
         }
+        if let Cloud::OpenStack(s) = &self.cloud {
+            s.teardown();
+        }
     }
 }
 
 impl Drop for SimHandle {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
+        if let Cloud::OpenStack(s) = &self.cloud {
+            s.teardown();
+        }
     }
 }
