@@ -68,6 +68,17 @@ pub enum ClaimMode {
     /// right off the critical path: itself and every live peer allowed (so a backup can take
     /// over without an API call), every other node removed (fencing a peer declared dead).
     Local,
+    /// Locally, at once, and the API has no part at all: holding is all there is (Azure
+    /// lb-probe: only the holder answers the load balancer's health probe, so the load balancer
+    /// sends the traffic there). No provider call is ever made for the address.
+    LocalOnly,
+}
+
+impl ClaimMode {
+    /// Whether the winner holds the address at once, with no API call first.
+    pub fn is_local(self) -> bool {
+        matches!(self, ClaimMode::Local | ClaimMode::LocalOnly)
+    }
 }
 
 impl Params {
@@ -624,7 +635,7 @@ impl Core {
             });
             return;
         }
-        let local = self.params.claim == ClaimMode::Local;
+        let local = self.params.claim.is_local();
         let me = self.params.node.clone();
         let slot = &mut self.slots[i];
         slot.attempt = 0;
@@ -853,8 +864,8 @@ impl Core {
                 // Local mode: taking the address from a live master before the API allows us
                 // to hold it would only get our traffic dropped (port security). The master
                 // allows us once it hears us; re-read soon to see it.
-                let local = self.params.claim == ClaimMode::Local;
-                let permitted = !local || master.is_none() || self.permitted(i);
+                let permitted =
+                    self.params.claim != ClaimMode::Local || master.is_none() || self.permitted(i);
                 if !permitted {
                     let soon = now + self.params.interval;
                     if self.slots[i].next_reconcile > soon {
@@ -872,7 +883,7 @@ impl Core {
                             None => ("no better node alive".to_string(), None),
                         },
                     };
-                    if self.params.claim == ClaimMode::Local {
+                    if self.params.claim.is_local() {
                         // Nothing to ask the API first: hold it now, fix the permissions after.
                         self.slots[i].next_reconcile = now;
                         self.set_role_about(i, Role::Master, &why, from, out);
@@ -907,7 +918,7 @@ impl Core {
                 let holders_known = slot.holders.is_some();
                 if successor || !anyone_alive || timed_out || !we_hold {
                     let to = self.after_leaving();
-                    let local = self.params.claim == ClaimMode::Local;
+                    let local = self.params.claim.is_local();
                     if may_call || local {
                         self.set_alias(i, false, out);
                         // Local mode: dropping the address is the release; the permission
@@ -934,21 +945,22 @@ impl Core {
         self.set_alias(i, want, out);
 
         // Provider calls: one at a time per address, after any backoff.
+        if self.params.claim == ClaimMode::LocalOnly {
+            return;
+        }
         let slot = &self.slots[i];
         if slot.inflight.is_some() || slot.retry_at.is_some_and(|r| now < r) {
             return;
         }
         match slot.role {
             Role::Claiming => self.start_op(i, Op::Attach, out),
-            Role::Master if self.params.claim == ClaimMode::Local => {
-                match self.permission_fix(now, i) {
-                    Some(op) => self.start_op(i, op, out),
-                    None if now >= self.slots[i].next_reconcile => {
-                        self.start_op(i, Op::ReadHolders, out)
-                    }
-                    None => {}
+            Role::Master if self.params.claim.is_local() => match self.permission_fix(now, i) {
+                Some(op) => self.start_op(i, op, out),
+                None if now >= self.slots[i].next_reconcile => {
+                    self.start_op(i, Op::ReadHolders, out)
                 }
-            }
+                None => {}
+            },
             Role::Master if !slot.to_fence.is_empty() => {
                 // Never fence a live peer that outranks us: it is taking over, and we yield as
                 // soon as its Master heartbeat arrives. Everyone else (dead peers, worse peers,
@@ -980,7 +992,7 @@ impl Core {
                 .holders
                 .as_ref()
                 .is_some_and(|(h, _)| h.contains(&self.params.node)),
-            ClaimMode::Local => s.alias_on,
+            ClaimMode::Local | ClaimMode::LocalOnly => s.alias_on,
         }
     }
 
@@ -1024,7 +1036,7 @@ impl Core {
         match s.role {
             Role::Master => true,
             // Local mode: the API cannot say whether we held it before a restart.
-            Role::Init if self.params.claim == ClaimMode::Local => false,
+            Role::Init if self.params.claim.is_local() => false,
             Role::Init => s
                 .holders
                 .as_ref()

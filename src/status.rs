@@ -770,6 +770,7 @@ fn render_human_at(s: &StatusSnapshot, now: f64) -> String {
         let what = match s.node.claim {
             crate::election::ClaimMode::Api => "holders per the API",
             crate::election::ClaimMode::Local => "allowed to hold per the API",
+            crate::election::ClaimMode::LocalOnly => "API not used for this address",
         };
         let _ = writeln!(out, "  {what}: {holders}{checked}; next reconcile {next}");
     }

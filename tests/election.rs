@@ -1027,3 +1027,24 @@ fn local_mode_preempts_only_once_allowed() {
     assert_eq!(c.masters(), vec!["lb1".to_string()], "{}", c.dump());
     assert_eq!(c.alias_nodes(), vec!["lb1".to_string()]);
 }
+
+#[test]
+fn local_only_mode_never_calls_the_api() {
+    let mut c = Cluster::new(&[], ms(1000), 3);
+    c.claim = ClaimMode::LocalOnly;
+    for (name, prio) in [("lb1", 10), ("lb2", 20), ("lb3", 30)] {
+        c.add_node(name, prio, ms(1000), 3);
+    }
+    c.run_for(Duration::from_secs(5));
+    assert_eq!(c.masters(), vec!["lb1".to_string()]);
+    assert_eq!(c.alias_nodes(), vec!["lb1".to_string()]);
+    c.kill(0);
+    c.run_for(Duration::from_secs(5));
+    assert_eq!(c.masters(), vec!["lb2".to_string()]);
+    assert_eq!(c.alias_nodes(), vec!["lb2".to_string()]);
+    c.input(1, Input::Signal(Signal::Stop));
+    c.run_for(Duration::from_secs(5));
+    assert!(c.nodes[1].exited);
+    assert_eq!(c.alias_nodes(), vec!["lb3".to_string()]);
+    assert_eq!(c.api_calls, 0, "{}", c.dump());
+}
