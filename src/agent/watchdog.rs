@@ -26,6 +26,7 @@ use crate::health::{self, CheckResult, HealthTracker};
 use crate::holding::LocalHold;
 use crate::hooks::{self, HookEvent, Hooks};
 use crate::metrics::Metrics;
+use crate::sdnotify::Notifier;
 use crate::status::{
     self, ApiCallInfo, ControlRequest, HealthInfo, HeartbeatCounters, IpInfo, NodeInfo, PeerInfo,
     PeerIpInfo, StatusSnapshot,
@@ -228,6 +229,10 @@ struct Driver {
     probes_out: BTreeMap<SocketAddr, Instant>,
     rtt: BTreeMap<String, f64>,
     ops_tx: mpsc::UnboundedSender<(Input, ApiCallInfo)>,
+    /// systemd's notification socket (a no-op outside systemd).
+    notifier: Notifier,
+    /// READY=1 has been sent: every address has left its start-up hold-off.
+    ready_sent: bool,
 }
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
@@ -374,8 +379,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         probes_out: BTreeMap::new(),
         rtt: BTreeMap::new(),
         ops_tx,
+        notifier: Notifier::from_env(),
+        ready_sent: false,
         cfg,
     };
+    // systemd's watchdog (WatchdogSec=) is fed from this loop, so a stuck loop gets restarted.
+    let mut watchdog_timer = d.notifier.ping_interval().map(|every| {
+        let mut t = tokio::time::interval(every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -418,6 +431,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             Some(result) = health_rx.recv() => Event::Health(result),
             Some(request) = control_rx.recv() => Event::Control(request),
             _ = rtt_timer.tick() => Event::ProbePeers,
+            _ = async {
+                match watchdog_timer.as_mut() {
+                    Some(t) => {
+                        t.tick().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {
+                d.notifier.watchdog();
+                Event::Tick
+            }
             _ = sigterm.recv() => { stop_signals += 1; Event::Signal(Signal::Stop) },
             _ = sigint.recv() => { stop_signals += 1; Event::Signal(Signal::Stop) },
             _ = sigusr1.recv() => Event::Signal(Signal::Promote),
@@ -450,7 +474,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             Event::Control(request) => d.on_control(request),
             Event::Signal(s) => {
                 match s {
-                    Signal::Stop => info!("stopping: handing over to a peer first"),
+                    Signal::Stop => {
+                        d.notifier.stopping();
+                        info!("stopping: handing over to a peer first")
+                    }
                     Signal::Promote => info!("SIGUSR1: priority value lowered by one"),
                     Signal::Demote => info!("SIGUSR2: priority value raised by one"),
                 }
@@ -485,12 +512,34 @@ impl Driver {
                 self.metrics.set_priority(s.ip, s.effective_priority);
             }
         }
+        let mut changed = false;
         for action in actions {
+            changed |= matches!(action, Action::Transition { .. });
             if self.execute(action).await {
                 return true;
             }
         }
+        if changed {
+            self.tell_systemd();
+        }
         false
+    }
+
+    /// READY=1 once every address is past its start-up hold-off (the node takes part in the
+    /// election), and STATUS= with every address's role after each change.
+    fn tell_systemd(&mut self) {
+        let status = self.core.status(self.elapsed());
+        let line = status
+            .iter()
+            .map(|s| format!("{} {}", s.ip, s.role.name()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if !self.ready_sent && status.iter().all(|s| s.role != Role::Init) {
+            self.ready_sent = true;
+            self.notifier.ready(&line);
+        } else {
+            self.notifier.status(&line);
+        }
     }
 
     async fn execute(&mut self, action: Action) -> bool {
