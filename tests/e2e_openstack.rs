@@ -226,6 +226,25 @@ async fn vip_graceful_handover_keeps_serving() {
             .filter(|r| !r.ok && r.t >= t_stop && r.t <= back)
             .count();
         ensure!(failed <= 3, "{failed} failed requests during the hand-over");
+        // Restart: lb1 takes the VIP back after its hold-off, announcing it again.
+        let t_start = unix_now();
+        lab.start_agent(old).await?;
+        lab.wait_until(
+            "the restarted node holding again",
+            patience(&lab) * 2,
+            || async { Ok(lab.single_holder().await? == Some(old)) },
+        )
+        .await?;
+        let again = reached(&lab, old, t_start, patience(&lab)).await?;
+        let failed = lab
+            .requests()
+            .iter()
+            .filter(|r| !r.ok && r.t >= t_start && r.t <= again)
+            .count();
+        ensure!(
+            failed <= 3,
+            "{failed} failed requests while it took the VIP back"
+        );
         Ok(())
     })
     .await;
