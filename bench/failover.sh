@@ -6,7 +6,8 @@
 #   sudo RUNS=3 bench/failover.sh                            # quicker
 #   sudo CLOUDS="openstack:floating-ip openstack:vip" SCENARIOS=kill bench/failover.sh
 #
-# CLOUDS: exoscale, openstack:floating-ip, openstack:vip (space separated; default exoscale).
+# CLOUDS: exoscale, openstack:floating-ip, openstack:vip, azure:public-ip, azure:secondary-ip,
+# azure:lb-probe (space separated; default exoscale).
 # SETTINGS: "interval ratio" pairs (default "1 3" and "0.1 3"). SCENARIOS: kill term restart.
 # Every run also times "signal -> reachable again": a client fetching through the address every
 # 20 ms until a survivor answers.
@@ -46,7 +47,8 @@ for cloud in "${CLOUD_LIST[@]}"; do
     case "$cloud" in
         exoscale) ;;
         openstack:*) mode_args=(--openstack-mode "${cloud#*:}") ;;
-        *) echo "unknown cloud '$cloud' (exoscale, openstack:floating-ip, openstack:vip)" >&2; exit 2 ;;
+        azure:*) mode_args=(--azure-mode "${cloud#*:}") ;;
+        *) echo "unknown cloud '$cloud' (exoscale, openstack:floating-ip, openstack:vip, azure:public-ip, azure:secondary-ip, azure:lb-probe)" >&2; exit 2 ;;
     esac
     for setting in "${SETTING_LIST[@]}"; do
         read -r interval ratio <<<"$setting"

@@ -47,12 +47,20 @@ _exoip() {
 
     case "${cmd}" in
         exoip)
-            opts="-W -A -D -n -P -l -p -G -i -r -t -O -v -h -V --watchdog --associate --dissociate --validate --address --priority --bind --peer --peer-group --instance-id --dead-ratio --interval --provider --api-key --api-secret --api-secret-file --api-endpoint --zone --metadata-url --api-timeout --os-cloud --openstack-mode --port --vip-port --interface --auth-key-file --group --max-clock-skew --reconcile-interval --peer-refresh --no-alias --alias --dry-run --track-script --track-process --track-tcp --track-http --track-interval --track-timeout --track-fall --track-rise --track-weight --notify --notify-master --notify-backup --notify-fault --hook-shell --hook-timeout --state-dir --status-socket --metrics-listen --log-stdout --verbose --log-format --help --version sim demo status release resume promote check completions"
+            opts="-W -A -D -n -c -P -l -p -G -i -r -t -O -v -h -V --watchdog --associate --dissociate --validate --config --address --priority --bind --peer --peer-group --instance-id --dead-ratio --interval --provider --api-key --api-secret --api-secret-file --api-secret-credential --api-endpoint --zone --metadata-url --api-timeout --os-cloud --openstack-mode --port --vip-port --azure-mode --azure-subscription --azure-resource-group --azure-api-version --azure-client-secret-file --azure-client-id --arm-endpoint --azure-public-ip --azure-ip-config --azure-peer-tag --probe-port --probe-path --interface --auth-key-file --auth-key-credential --group --max-clock-skew --reconcile-interval --peer-refresh --no-alias --alias --dry-run --track-script --track-process --track-tcp --track-http --track-interval --track-timeout --track-fall --track-rise --track-weight --notify --notify-master --notify-backup --notify-fault --hook-shell --hook-timeout --state-dir --status-socket --metrics-listen --log-stdout --verbose --log-format --help --version sim demo status release resume promote check completions"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --address)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -129,6 +137,10 @@ _exoip() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --api-secret-credential)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --api-endpoint)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -161,11 +173,63 @@ _exoip() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --azure-mode)
+                    COMPREPLY=($(compgen -W "public-ip secondary-ip lb-probe" -- "${cur}"))
+                    return 0
+                    ;;
+                --azure-subscription)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --azure-resource-group)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --azure-api-version)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --azure-client-secret-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --azure-client-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --arm-endpoint)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --azure-public-ip)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --azure-ip-config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --azure-peer-tag)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --probe-port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --probe-path)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --interface)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --auth-key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --auth-key-credential)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -265,12 +329,20 @@ _exoip() {
             return 0
             ;;
         exoip__subcmd__check)
-            opts="-W -A -D -n -P -l -p -G -i -r -t -O -v -h --watchdog --associate --dissociate --validate --address --priority --bind --peer --peer-group --instance-id --dead-ratio --interval --provider --api-key --api-secret --api-secret-file --api-endpoint --zone --metadata-url --api-timeout --os-cloud --openstack-mode --port --vip-port --interface --auth-key-file --group --max-clock-skew --reconcile-interval --peer-refresh --no-alias --alias --dry-run --track-script --track-process --track-tcp --track-http --track-interval --track-timeout --track-fall --track-rise --track-weight --notify --notify-master --notify-backup --notify-fault --hook-shell --hook-timeout --state-dir --status-socket --metrics-listen --log-stdout --verbose --log-format --help"
+            opts="-W -A -D -n -c -P -l -p -G -i -r -t -O -v -h --watchdog --associate --dissociate --validate --config --address --priority --bind --peer --peer-group --instance-id --dead-ratio --interval --provider --api-key --api-secret --api-secret-file --api-secret-credential --api-endpoint --zone --metadata-url --api-timeout --os-cloud --openstack-mode --port --vip-port --azure-mode --azure-subscription --azure-resource-group --azure-api-version --azure-client-secret-file --azure-client-id --arm-endpoint --azure-public-ip --azure-ip-config --azure-peer-tag --probe-port --probe-path --interface --auth-key-file --auth-key-credential --group --max-clock-skew --reconcile-interval --peer-refresh --no-alias --alias --dry-run --track-script --track-process --track-tcp --track-http --track-interval --track-timeout --track-fall --track-rise --track-weight --notify --notify-master --notify-backup --notify-fault --hook-shell --hook-timeout --state-dir --status-socket --metrics-listen --log-stdout --verbose --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --address)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -347,6 +419,10 @@ _exoip() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --api-secret-credential)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --api-endpoint)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -379,11 +455,63 @@ _exoip() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --azure-mode)
+                    COMPREPLY=($(compgen -W "public-ip secondary-ip lb-probe" -- "${cur}"))
+                    return 0
+                    ;;
+                --azure-subscription)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --azure-resource-group)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --azure-api-version)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --azure-client-secret-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --azure-client-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --arm-endpoint)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --azure-public-ip)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --azure-ip-config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --azure-peer-tag)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --probe-port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --probe-path)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --interface)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --auth-key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --auth-key-credential)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -497,18 +625,22 @@ _exoip() {
             return 0
             ;;
         exoip__subcmd__demo)
-            opts="-t -r -v -h --provider --openstack-mode --hosts --interval --dead-ratio --op-delay --keep --verbose --exoip --agent-arg --help"
+            opts="-t -r -v -h --provider --openstack-mode --azure-mode --hosts --interval --dead-ratio --op-delay --keep --verbose --exoip --agent-arg --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --provider)
-                    COMPREPLY=($(compgen -W "exoscale openstack" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "exoscale openstack azure" -- "${cur}"))
                     return 0
                     ;;
                 --openstack-mode)
                     COMPREPLY=($(compgen -W "floating-ip vip" -- "${cur}"))
+                    return 0
+                    ;;
+                --azure-mode)
+                    COMPREPLY=($(compgen -W "public-ip secondary-ip lb-probe" -- "${cur}"))
                     return 0
                     ;;
                 --hosts)
@@ -612,7 +744,7 @@ _exoip() {
             fi
             case "${prev}" in
                 --provider)
-                    COMPREPLY=($(compgen -W "exoscale openstack" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "exoscale openstack azure" -- "${cur}"))
                     return 0
                     ;;
                 --seed)

@@ -31,11 +31,15 @@ for unit in exoip.service exoip@.service; do
     install -D -m 0644 "$tmp/$unit" "$DESTDIR$SYSTEMD_DIR/$unit"
 done
 install -D -m 0644 man/exoip.8 "$DESTDIR$PREFIX/share/man/man8/exoip.8"
+install -D -m 0644 man/exoip.toml.5 "$DESTDIR$PREFIX/share/man/man5/exoip.toml.5"
 install -D -m 0644 completions/exoip.bash "$DESTDIR$PREFIX/share/bash-completion/completions/exoip"
 install -D -m 0644 completions/_exoip "$DESTDIR$PREFIX/share/zsh/site-functions/_exoip"
 install -D -m 0644 completions/exoip.fish "$DESTDIR$PREFIX/share/fish/vendor_completions.d/exoip.fish"
 # Secrets live here: root only. An existing configuration is kept.
 install -d -m 0700 "$DESTDIR/etc/exoip"
+if [ ! -e "$DESTDIR/etc/exoip/exoip.toml" ]; then
+    install -m 0600 examples/exoip.toml "$DESTDIR/etc/exoip/exoip.toml"
+fi
 if [ ! -e "$DESTDIR/etc/exoip/exoip.env" ]; then
     install -m 0600 examples/systemd/exoip.env "$DESTDIR/etc/exoip/exoip.env"
 fi

@@ -112,6 +112,13 @@ pub async fn check_with(
 
     for w in &cfg.addresses {
         let what = format!("{} {}", cfg.address_kind(), w.ip);
+        if cfg.claim == crate::election::ClaimMode::LocalOnly {
+            r.ok_line(
+                &what,
+                "not looked up: no API call moves it (the load balancer sends the traffic to the node answering its health probe)",
+            )?;
+            continue;
+        }
         match (&provider, api_usable) {
             (Some(p), true) => match bounded(p.holders(w.ip)).await {
                 Ok(holders) => r.ok_line(&what, &describe_holders(&holders, me.as_ref()))?,
@@ -142,7 +149,7 @@ pub async fn check_with(
         }
         Peers::None => r.ok_line("peers", "none configured (not needed by -A/-D)")?,
         Peers::Group(group) => {
-            let what = format!("peers (security group '{group}')");
+            let what = format!("peers ({})", group_label(cfg, group));
             match (&provider, api_usable, &me) {
                 (Some(p), true, Some(me)) => match bounded(p.peers(group, &me.id)).await {
                     Ok(list) if list.is_empty() => r.ok_line(
@@ -171,7 +178,7 @@ pub async fn check_with(
                         peers_known = false;
                         let why = match e {
                             ProviderError::NotFound(m) => {
-                                format!("no such security group in {}: {m}", cfg.scope_label())
+                                format!("no such {} in {}: {m}", group_kind(cfg), cfg.scope_label())
                             }
                             e => format!("cannot list its members: {e}"),
                         };
@@ -187,6 +194,9 @@ pub async fn check_with(
     }
 
     r.line(&check_alias(cfg).await)?;
+    if let Holding::Probe { port, .. } = &cfg.holding {
+        r.line(&check_probe_port(cfg, *port))?;
+    }
 
     let probe = Prober::new(cfg, me.as_ref());
     r.line(&check_port(cfg, &probe).await)?;
@@ -321,7 +331,7 @@ fn summary(cfg: &Config) -> String {
         .collect();
     let peers = match &cfg.peers {
         Peers::Static(l) => format!("{} static", l.len()),
-        Peers::Group(g) => format!("security group '{g}'"),
+        Peers::Group(g) => group_label(cfg, g),
         Peers::None => "none".to_string(),
     };
     let bind = match cfg.bind_ip {
@@ -369,13 +379,44 @@ pub fn has_net_admin(cap_eff: u64) -> bool {
     cap_eff >> CAP_NET_ADMIN & 1 == 1
 }
 
+/// What `-G` names on this cloud, with the name: "security group 'lb'", on Azure "network
+/// security group 'lb'" or, with `--azure-peer-tag`, "NICs tagged k=v".
+fn group_label(cfg: &Config, group: &str) -> String {
+    match &cfg.cloud {
+        crate::config::Cloud::Azure(a) => match &a.peer_tag {
+            Some((k, v)) => format!("NICs tagged {k}={v}"),
+            None => format!("network security group '{group}'"),
+        },
+        _ => format!("security group '{group}'"),
+    }
+}
+
+fn group_kind(cfg: &Config) -> &'static str {
+    match &cfg.cloud {
+        crate::config::Cloud::Azure(a) if a.peer_tag.is_some() => "tagged NIC",
+        crate::config::Cloud::Azure(_) => "network security group",
+        _ => "security group",
+    }
+}
+
 /// The alias needs CAP_NET_ADMIN and a netlink connection to the loopback device; it reports
 /// whether each address is there, and adds or removes nothing.
 async fn check_alias(cfg: &Config) -> Line {
     const WHAT: &str = "loopback alias";
-    if cfg.holding == Holding::Nothing {
-        let why = match cfg.cloud {
-            crate::config::Cloud::Exoscale => "disabled (--no-alias)",
+    let no_alias = matches!(
+        cfg.holding,
+        Holding::Nothing
+            | Holding::Probe {
+                loopback: false,
+                ..
+            }
+    );
+    if no_alias {
+        let why = match (&cfg.cloud, &cfg.holding) {
+            (_, Holding::Probe { .. }) => {
+                "not managed (--no-alias): the system configuration must put the frontend IP on lo on every node"
+            }
+            (crate::config::Cloud::Exoscale, _) => "disabled (--no-alias)",
             _ => "none needed (the cloud NATs the address to this VM)",
         };
         return Line::new(Verdict::Ok, WHAT, why);
@@ -408,6 +449,10 @@ async fn check_alias(cfg: &Config) -> Line {
             )
         }
     }
+    if let Holding::Probe { .. } = cfg.holding {
+        // The agent adds the frontend IP at start; a check only looks.
+        return check_frontend_on_lo(cfg).await;
+    }
     let hold = match crate::holding::LocalHold::new(cfg).await {
         Ok(Some(h)) => h,
         Ok(None) => return Line::new(Verdict::Ok, WHAT, "none needed"),
@@ -430,6 +475,79 @@ async fn check_alias(cfg: &Config) -> Line {
             present.join(", ")
         ),
     )
+}
+
+/// Azure lb-probe: whether each frontend IP is on `lo` already (the agent adds what is
+/// missing when it starts, and every node keeps it there).
+async fn check_frontend_on_lo(cfg: &Config) -> Line {
+    const WHAT: &str = "loopback alias";
+    let alias = match crate::alias::Alias::new().await {
+        Ok(a) => a,
+        Err(e) => {
+            return Line::new(
+                Verdict::Fail,
+                WHAT,
+                format!("cannot manage the loopback interface: {e}"),
+            )
+        }
+    };
+    let mut present = Vec::new();
+    for w in &cfg.addresses {
+        match alias.has(w.ip).await {
+            Ok(true) => present.push(format!("{} present", w.ip)),
+            Ok(false) => present.push(format!("{} absent (added when the agent starts)", w.ip)),
+            Err(e) => return Line::new(Verdict::Fail, WHAT, e.to_string()),
+        }
+    }
+    Line::new(
+        Verdict::Ok,
+        WHAT,
+        format!(
+            "CAP_NET_ADMIN held, the frontend IP stays on lo on every node ({})",
+            present.join(", ")
+        ),
+    )
+}
+
+/// Azure lb-probe: whether the health-probe port can be listened on. In use is fine when our
+/// own agent runs (it answers the probe while it holds the address): its heartbeat port tells.
+fn check_probe_port(cfg: &Config, port: u16) -> Line {
+    const WHAT: &str = "probe port";
+    match crate::probe::try_listen(port) {
+        Ok(a) => Line::new(
+            Verdict::Ok,
+            WHAT,
+            format!(
+                "TCP {a} can be bound (answered only while this node holds the address)"
+            ),
+        ),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            match try_bind(cfg.bind_ip, cfg.port) {
+                BindOutcome::InUse(_) => Line::new(
+                    Verdict::Ok,
+                    WHAT,
+                    format!(
+                        "TCP port {port} in use, as is the heartbeat port: presumably the running agent, answering the probe as the holder"
+                    ),
+                ),
+                _ => Line::new(
+                    Verdict::Fail,
+                    WHAT,
+                    format!(
+                        "TCP port {port} is in use by another program: the agent could not answer the load balancer's health probe"
+                    ),
+                ),
+            }
+        }
+        Err(e) => {
+            let hint = if e.kind() == io::ErrorKind::PermissionDenied {
+                " (ports below 1024 need CAP_NET_BIND_SERVICE)"
+            } else {
+                ""
+            };
+            Line::new(Verdict::Fail, WHAT, format!("{e}{hint}"))
+        }
+    }
 }
 
 /// Whether the heartbeat socket could be bound now.
@@ -1109,6 +1227,41 @@ mod tests {
         }
         cfg.holding = Holding::Nothing;
         assert_eq!(check_alias(&cfg).await.detail, "disabled (--no-alias)");
+    }
+
+    #[tokio::test]
+    async fn probe_port_check_tells_free_ours_and_foreign() {
+        // A free TCP port for the probe, a free UDP port for the heartbeats.
+        let probe_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let heartbeats = udp("127.0.0.1:0");
+        let mut cfg = check_cfg();
+        cfg.bind_ip = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        cfg.port = heartbeats.local_addr().unwrap().port();
+        drop(heartbeats);
+        let line = check_probe_port(&cfg, probe_port);
+        assert_eq!(line.verdict, Verdict::Ok, "{line}");
+        assert!(line.detail.contains("can be bound"), "{line}");
+
+        // Taken while no agent runs (its heartbeat port is free): another program.
+        let taken = crate::probe::ProbeResponder::new(probe_port, None);
+        taken.open().await.unwrap();
+        let line = check_probe_port(&cfg, probe_port);
+        assert_eq!(line.verdict, Verdict::Fail, "{line}");
+        assert!(line.detail.contains("in use by another program"), "{line}");
+
+        // Taken while the heartbeat port is in use too: the running agent, holding.
+        let _agent = udp(&format!("127.0.0.1:{}", cfg.port));
+        let line = check_probe_port(&cfg, probe_port);
+        assert_eq!(line.verdict, Verdict::Ok, "{line}");
+        assert!(
+            line.detail.contains("presumably the running agent"),
+            "{line}"
+        );
+        taken.close().await;
     }
 
     #[tokio::test]

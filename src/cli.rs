@@ -75,6 +75,15 @@ pub struct AgentArgs {
     /// Validate the configuration, print it (secrets redacted) and exit.
     #[arg(short = 'n', long = "validate", help_heading = "Modes")]
     pub validate: bool,
+    /// Read the settings from this TOML file (see exoip.toml(5)); flags and the environment
+    /// win over it.
+    #[arg(
+        short = 'c',
+        long = "config",
+        env = "EXOIP_CONFIG",
+        value_name = "PATH"
+    )]
+    pub config: Option<String>,
 
     /// The elastic IP to watch (repeatable for several IPs). Legacy: -xi.
     #[arg(
@@ -174,6 +183,14 @@ pub struct AgentArgs {
         help_heading = "Cloud API"
     )]
     pub api_secret_file: Option<String>,
+    /// Read the API secret from systemd credential NAME ($CREDENTIALS_DIRECTORY/NAME, from
+    /// LoadCredential=NAME:PATH).
+    #[arg(
+        long = "api-secret-credential",
+        value_name = "NAME",
+        help_heading = "Cloud API"
+    )]
+    pub api_secret_credential: Option<String>,
     /// API v2 endpoint. Default: https://api-{zone}.exoscale.com/v2. Legacy: -xe.
     #[arg(
         long = "xe",
@@ -241,8 +258,83 @@ pub struct AgentArgs {
         help_heading = "OpenStack"
     )]
     pub vip_port: Option<String>,
-    /// Network interface that holds the address in NIC modes (OpenStack vip). Default: the
-    /// interface of the default route.
+
+    /// Azure: public-ip (move a public IP between NICs), secondary-ip (move a secondary private
+    /// ipConfiguration, held on the NIC and announced with gratuitous ARP) or lb-probe (a load
+    /// balancer with Floating IP: only the holder answers its health probe; no ARM call).
+    #[arg(
+        long = "azure-mode",
+        env = "EXOIP_AZURE_MODE",
+        value_name = "MODE",
+        value_parser = ["public-ip", "secondary-ip", "lb-probe"],
+        help_heading = "Azure"
+    )]
+    pub azure_mode: Option<String>,
+    /// Azure: subscription id. Default: AZURE_SUBSCRIPTION_ID, else the instance metadata.
+    #[arg(long = "azure-subscription", value_name = "ID", help_heading = "Azure")]
+    pub azure_subscription: Option<String>,
+    /// Azure: resource group of the NICs and public IPs. Default: the VM's, from the instance
+    /// metadata.
+    #[arg(
+        long = "azure-resource-group",
+        value_name = "NAME",
+        help_heading = "Azure"
+    )]
+    pub azure_resource_group: Option<String>,
+    /// Azure: Microsoft.Network api-version (default: a long-deployed one, 2024-05-01).
+    #[arg(
+        long = "azure-api-version",
+        value_name = "VERSION",
+        help_heading = "Azure"
+    )]
+    pub azure_api_version: Option<String>,
+    /// Azure: read the service principal's client secret from this file (first line), with
+    /// AZURE_TENANT_ID and AZURE_CLIENT_ID from the environment.
+    #[arg(
+        long = "azure-client-secret-file",
+        value_name = "PATH",
+        help_heading = "Azure"
+    )]
+    pub azure_client_secret_file: Option<String>,
+    /// Azure: client id of the service principal, or of the user-assigned managed identity to
+    /// use (instead of AZURE_CLIENT_ID).
+    #[arg(long = "azure-client-id", value_name = "ID", help_heading = "Azure")]
+    pub azure_client_id: Option<String>,
+    /// Azure: the Resource Manager endpoint (other clouds, emulators). Default: per
+    /// ARM_ENVIRONMENT, https://management.azure.com.
+    #[arg(
+        long = "arm-endpoint",
+        env = "EXOIP_AZURE_ARM_ENDPOINT",
+        value_name = "URL",
+        help_heading = "Azure"
+    )]
+    pub arm_endpoint: Option<String>,
+    /// Azure public-ip mode: the public IP resource's name. Default: found by its address.
+    #[arg(long = "azure-public-ip", value_name = "NAME", help_heading = "Azure")]
+    pub azure_public_ip: Option<String>,
+    /// Azure: the ipConfiguration to put the public IP on (default: the primary one), or in
+    /// secondary-ip mode the name of the secondary ipConfiguration (default: as found).
+    #[arg(long = "azure-ip-config", value_name = "NAME", help_heading = "Azure")]
+    pub azure_ip_config: Option<String>,
+    /// Azure: peers are the VMs whose NICs carry this tag (instead of -p or -G, where -G names
+    /// a network security group).
+    #[arg(
+        long = "azure-peer-tag",
+        value_name = "KEY=VALUE",
+        help_heading = "Azure"
+    )]
+    pub azure_peer_tag: Option<String>,
+    /// Azure lb-probe mode: the TCP port of the load balancer's health probe, answered only
+    /// while this node holds the address.
+    #[arg(long = "probe-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..), help_heading = "Azure")]
+    pub probe_port: Option<u16>,
+    /// Azure lb-probe mode: answer HTTP probes: 200 on GET of this path, 404 on others.
+    /// Default: a TCP probe (accept and close).
+    #[arg(long = "probe-path", value_name = "PATH", help_heading = "Azure")]
+    pub probe_path: Option<String>,
+
+    /// Network interface that holds the address in NIC modes (OpenStack vip, Azure
+    /// secondary-ip). Default: the interface of the default route.
     #[arg(
         long = "interface",
         env = "EXOIP_INTERFACE",
@@ -260,6 +352,13 @@ pub struct AgentArgs {
         help_heading = "Heartbeats"
     )]
     pub auth_key_file: Option<String>,
+    /// Read the heartbeat key from systemd credential NAME ($CREDENTIALS_DIRECTORY/NAME).
+    #[arg(
+        long = "auth-key-credential",
+        value_name = "NAME",
+        help_heading = "Heartbeats"
+    )]
+    pub auth_key_credential: Option<String>,
     /// Heartbeat group name: datagrams of other groups are ignored.
     #[arg(
         long = "group",
@@ -290,7 +389,8 @@ pub struct AgentArgs {
         help_heading = "Behaviour"
     )]
     pub peer_refresh: Option<String>,
-    /// Do not configure the address locally (it is configured elsewhere).
+    /// Do not configure the address locally (it is configured elsewhere; Azure lb-probe: leave
+    /// the frontend IP on lo to the system configuration, still answer the probe).
     #[arg(
         long = "no-alias",
         help_heading = "Behaviour",
@@ -298,7 +398,7 @@ pub struct AgentArgs {
     )]
     pub no_alias: bool,
     /// Also put the address on a loopback alias where the cloud NATs it and none is needed
-    /// (OpenStack floating-ip).
+    /// (OpenStack floating-ip, Azure public-ip).
     #[arg(long = "alias", help_heading = "Behaviour")]
     pub alias: bool,
     /// With -A/-D: say what would be done, change nothing.
@@ -409,6 +509,12 @@ pub struct AgentArgs {
     /// Log format: text or json (journald is used when started by systemd).
     #[arg(long = "log-format", value_name = "FORMAT", value_parser = ["text", "json"], help_heading = "Logging")]
     pub log_format: Option<String>,
+
+    /// Where the settings came from, and what the configuration file adds beyond flags
+    /// (per-address priorities, secret references): filled in by
+    /// [`crate::config_file::parse_args`], not by clap.
+    #[arg(skip)]
+    pub sources: crate::config_file::Sources,
 }
 
 /// Rewrites Go-`flag` style arguments (`-xi 1.2.3.4`, `-xi=1.2.3.4`, `-P=5`) into clap's forms.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::ArgMatches;
+pub use exoip_providers::azure::{AzureCredentials, AzureMode, AzureSettings};
 pub use exoip_providers::openstack::{OpenStackMode, OpenStackSettings};
 use exoip_providers::{InstanceId, Secret};
 
@@ -68,6 +69,8 @@ pub enum Cloud {
     Exoscale,
     /// Credentials resolved from the `OS_*` variables or clouds.yaml, and the flags.
     OpenStack(Box<OpenStackSettings>),
+    /// A service principal or the managed identity (the `AZURE_*` variables), and the flags.
+    Azure(Box<AzureSettings>),
 }
 
 impl Cloud {
@@ -75,6 +78,7 @@ impl Cloud {
         match self {
             Cloud::Exoscale => "exoscale",
             Cloud::OpenStack(_) => "openstack",
+            Cloud::Azure(_) => "azure",
         }
     }
 }
@@ -88,9 +92,18 @@ pub enum Holding {
     /// On the NIC, announced with gratuitous ARP / unsolicited neighbour advertisement
     /// (OpenStack vip). `None`: the interface of the default route.
     Nic { device: Option<String> },
-    /// Nothing local: the cloud NATs the address to the VM's own IP (OpenStack floating IPs),
-    /// or `--no-alias`.
+    /// Nothing local: the cloud NATs the address to the VM's own IP (OpenStack floating IPs,
+    /// Azure public IPs), or `--no-alias`.
     Nothing,
+    /// A load balancer's health probe (Azure lb-probe): the holder answers on `port` (HTTP 200
+    /// on GET `path` if given, else a bare TCP accept), every other node refuses it, so the load
+    /// balancer sends the traffic to the holder. Every node keeps the frontend IP on `lo`
+    /// (`loopback`; false with `--no-alias`: the system configuration puts it there).
+    Probe {
+        port: u16,
+        path: Option<String>,
+        loopback: bool,
+    },
 }
 
 /// Where the heartbeat key came from (for `-n` output; never the key itself).
@@ -145,6 +158,8 @@ pub struct Config {
     pub hooks: crate::hooks::HookConfig,
     /// Things worth telling the operator once logging is up (never containing secrets).
     pub warnings: Vec<String>,
+    /// Where the settings and the secrets came from (`-n` prints it; never a secret).
+    pub sources: crate::config_file::Sources,
 }
 
 impl Config {
@@ -261,7 +276,22 @@ pub fn read_secret_file(flag: &str, path: &str) -> Result<String, ConfigError> {
 
 /// The OpenStack credentials (openrc variables or clouds.yaml) and the OpenStack flags.
 fn openstack_settings(args: &AgentArgs) -> Result<OpenStackSettings, ConfigError> {
-    let lookup = |name: &str| std::env::var(name).ok();
+    // The configuration file may refer to the secret variables (os-password-file, ...): the
+    // variable itself wins.
+    let mut from_file = Vec::new();
+    for name in ["OS_PASSWORD", "OS_APPLICATION_CREDENTIAL_SECRET"] {
+        if let Some(secret) = args.sources.read_secret_variable(name)? {
+            from_file.push((name, secret));
+        }
+    }
+    let lookup = |name: &str| {
+        env(name).or_else(|| {
+            from_file
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.clone())
+        })
+    };
     let mut settings = OpenStackSettings::from_env(
         &lookup,
         args.os_cloud.as_deref(),
@@ -285,6 +315,123 @@ fn openstack_settings(args: &AgentArgs) -> Result<OpenStackSettings, ConfigError
     Ok(settings)
 }
 
+/// The Azure credentials (the `AZURE_*`/`ARM_*` variables, or `--azure-client-secret-file`)
+/// and the Azure flags. The VM name, metadata URL and timeouts are filled in by the caller.
+fn azure_settings(args: &AgentArgs) -> Result<AzureSettings, ConfigError> {
+    // A flag stands in for its variable, so that the provider's rules for choosing the
+    // credentials (service principal or managed identity) see one consistent environment.
+    let overrides: Vec<(&str, String)> = [
+        ("AZURE_CLIENT_ID", non_empty(&args.azure_client_id)),
+        ("AZURE_SUBSCRIPTION_ID", non_empty(&args.azure_subscription)),
+        ("EXOIP_AZURE_ARM_ENDPOINT", non_empty(&args.arm_endpoint)),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| value.map(|v| (name, v)))
+    .collect();
+    let lookup = |name: &str| {
+        overrides
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var(name).ok())
+    };
+    let provider_err = |e: exoip_providers::Error| match e {
+        exoip_providers::Error::Invalid(m) => ConfigError(m),
+        other => ConfigError(other.to_string()),
+    };
+    if let Some(url) = non_empty(&args.arm_endpoint) {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return err(format!("--arm-endpoint: '{url}' is not an http(s) URL"));
+        }
+    }
+    let mut settings = match non_empty(&args.azure_client_secret_file) {
+        Some(path) => {
+            let secret = read_secret_file("--azure-client-secret-file", &path)?;
+            AzureSettings::from_env_with_secret(
+                &lookup,
+                Secret::new(secret),
+                &format!("--azure-client-secret-file {path}"),
+            )
+        }
+        // The configuration file's azure-client-secret-{file,credential,env}, unless a
+        // variable gives the secret.
+        None => match args.sources.file_secret("azure-client-secret") {
+            Some(reference) => AzureSettings::from_env_with_secret(
+                &lookup,
+                Secret::new(reference.read()?),
+                &reference.describe(),
+            ),
+            None => AzureSettings::from_env(&lookup),
+        },
+    }
+    .map_err(provider_err)?;
+    settings.mode = match args.azure_mode.as_deref() {
+        None => AzureMode::PublicIp,
+        Some(m) => m.parse().map_err(|_| {
+            ConfigError(format!(
+                "--azure-mode: '{m}' is not public-ip, secondary-ip or lb-probe"
+            ))
+        })?,
+    };
+    settings.resource_group = non_empty(&args.azure_resource_group);
+    if let Some(v) = non_empty(&args.azure_api_version) {
+        settings.api_version = v;
+    }
+    settings.public_ip_name = non_empty(&args.azure_public_ip);
+    settings.ip_config = non_empty(&args.azure_ip_config);
+    settings.peer_tag = match non_empty(&args.azure_peer_tag) {
+        Some(tag) => Some(
+            exoip_providers::azure::parse_peer_tag(&tag)
+                .map_err(|e| ConfigError(format!("--azure-peer-tag: {}", provider_err(e))))?,
+        ),
+        None => None,
+    };
+    // Options of one mode given in another are mistakes worth stopping for: the user expects
+    // them to do something.
+    let mode = settings.mode;
+    for (set, flag, wanted) in [
+        (
+            args.azure_public_ip.is_some(),
+            "--azure-public-ip",
+            &[AzureMode::PublicIp][..],
+        ),
+        (
+            args.azure_ip_config.is_some(),
+            "--azure-ip-config",
+            &[AzureMode::PublicIp, AzureMode::SecondaryIp][..],
+        ),
+        (
+            args.probe_port.is_some(),
+            "--probe-port",
+            &[AzureMode::LbProbe][..],
+        ),
+        (
+            args.probe_path.is_some(),
+            "--probe-path",
+            &[AzureMode::LbProbe][..],
+        ),
+    ] {
+        if set && !wanted.contains(&mode) {
+            let modes: Vec<&str> = wanted.iter().map(|m| m.as_str()).collect();
+            return err(format!(
+                "{flag}: only with --azure-mode {}, not {mode}",
+                modes.join(" or ")
+            ));
+        }
+    }
+    if mode == AzureMode::LbProbe && args.probe_port.is_none() {
+        return err("--probe-port: required with --azure-mode lb-probe (the port of the load balancer's health probe, e.g. 61000)");
+    }
+    if let Some(path) = &args.probe_path {
+        if !path.starts_with('/') || path.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return err(format!(
+                "--probe-path: '{path}' is not an absolute URL path like /health"
+            ));
+        }
+    }
+    Ok(settings)
+}
+
 /// Whether the user pointed `-xe` at the retired API v1 (the Go exoip's default).
 fn is_legacy_v1_endpoint(url: &str) -> bool {
     let u = url.trim_end_matches('/');
@@ -292,9 +439,16 @@ fn is_legacy_v1_endpoint(url: &str) -> bool {
 }
 
 impl Config {
-    /// Builds the configuration from parsed flags, their sources, and the environment.
+    /// Builds the configuration from parsed flags, their sources, and the environment (the
+    /// configuration file is merged into the flags: [`crate::config_file::parse_args`]). An
+    /// error about a setting of the file names the file's line.
     pub fn from_args(args: &AgentArgs, matches: &ArgMatches) -> Result<Config, ConfigError> {
+        Config::from_merged_args(args, matches).map_err(|e| args.sources.annotate(e))
+    }
+
+    fn from_merged_args(args: &AgentArgs, matches: &ArgMatches) -> Result<Config, ConfigError> {
         let mut warnings = Vec::new();
+        let mut sources = args.sources.clone();
 
         let modes: Vec<(&str, Mode)> = [
             (args.watchdog, "-W/--watchdog", Mode::Watchdog),
@@ -340,6 +494,8 @@ impl Config {
             if addresses.iter().any(|w: &WatchedIp| w.ip == ip) {
                 return err(format!("-xi/--address: {ip} is given twice"));
             }
+            // The file's `[[address]]` tables may give an address its own priority.
+            let priority = args.sources.address_priority(a).unwrap_or(priority);
             addresses.push(WatchedIp { ip, priority });
         }
         if addresses.is_empty() {
@@ -374,6 +530,12 @@ impl Config {
 
         let peers = if !args.peers.is_empty() && args.peer_group.is_some() {
             return err("-p/--peer and -G/--peer-group are exclusive: give static peers or a security group");
+        } else if let Some(tag) = non_empty(&args.azure_peer_tag) {
+            if !args.peers.is_empty() || args.peer_group.is_some() {
+                return err("--azure-peer-tag: exclusive with -p/--peer and -G/--peer-group: give one way to find the peers");
+            }
+            // Listed like a group, by the provider, which selects the NICs by the tag.
+            Peers::Group(tag)
         } else if let Some(g) = &args.peer_group {
             if g.trim().is_empty() {
                 return err("-G/--peer-group: empty group name");
@@ -397,12 +559,63 @@ impl Config {
             }
         };
 
+        // Before any cloud's settings are read: an option of another cloud is the clearer
+        // message than that cloud's missing credentials.
+        if args.provider.as_deref().map(str::trim) != Some("azure") {
+            for (set, flag) in [
+                (args.azure_mode.is_some(), "--azure-mode"),
+                (args.azure_subscription.is_some(), "--azure-subscription"),
+                (
+                    args.azure_resource_group.is_some(),
+                    "--azure-resource-group",
+                ),
+                (args.azure_api_version.is_some(), "--azure-api-version"),
+                (
+                    args.azure_client_secret_file.is_some(),
+                    "--azure-client-secret-file",
+                ),
+                (args.azure_client_id.is_some(), "--azure-client-id"),
+                (
+                    args.arm_endpoint.is_some()
+                        && matches.value_source("arm_endpoint") == Some(ValueSource::CommandLine),
+                    "--arm-endpoint",
+                ),
+                (args.azure_public_ip.is_some(), "--azure-public-ip"),
+                (args.azure_ip_config.is_some(), "--azure-ip-config"),
+                (args.azure_peer_tag.is_some(), "--azure-peer-tag"),
+                (args.probe_port.is_some(), "--probe-port"),
+                (args.probe_path.is_some(), "--probe-path"),
+            ] {
+                if set {
+                    return err(format!("{flag}: an Azure option: add --provider azure"));
+                }
+            }
+        }
+        if args.provider.as_deref().map(str::trim) == Some("azure") {
+            for (set, flag) in [
+                (
+                    args.os_cloud.is_some()
+                        && matches.value_source("os_cloud") == Some(ValueSource::CommandLine),
+                    "--os-cloud",
+                ),
+                (args.openstack_mode.is_some(), "--openstack-mode"),
+                (args.os_port.is_some(), "--port"),
+                (args.vip_port.is_some(), "--vip-port"),
+            ] {
+                if set {
+                    return err(format!(
+                        "{flag}: an OpenStack option, but --provider is azure"
+                    ));
+                }
+            }
+        }
         let cloud = match args.provider.as_deref().map(str::trim) {
             None | Some("exoscale") => Cloud::Exoscale,
             Some("openstack") => Cloud::OpenStack(Box::new(openstack_settings(args)?)),
+            Some("azure") => Cloud::Azure(Box::new(azure_settings(args)?)),
             Some(other) => {
                 return err(format!(
-                    "--provider: '{other}' is not supported (exoscale, openstack)"
+                    "--provider: '{other}' is not supported (exoscale, openstack, azure)"
                 ))
             }
         };
@@ -417,18 +630,45 @@ impl Config {
             Cloud::OpenStack(_) if !args.alias => {
                 (Holding::Nothing, crate::election::ClaimMode::Api)
             }
+            // Azure moves the address by the API and the holder configures it on its NIC:
+            // the API says who holds it (two PUTs; no allowed-list as on OpenStack).
+            Cloud::Azure(a) if a.mode == AzureMode::SecondaryIp => (
+                Holding::Nic {
+                    device: non_empty(&args.interface),
+                },
+                crate::election::ClaimMode::Api,
+            ),
+            Cloud::Azure(a) if a.mode == AzureMode::LbProbe => (
+                Holding::Probe {
+                    port: args.probe_port.expect("required in lb-probe mode"),
+                    path: non_empty(&args.probe_path),
+                    loopback: !args.no_alias,
+                },
+                crate::election::ClaimMode::LocalOnly,
+            ),
+            // Azure NATs a public IP to the ipConfiguration's private address.
+            Cloud::Azure(_) if !args.alias => (Holding::Nothing, crate::election::ClaimMode::Api),
             _ => (Holding::Loopback, crate::election::ClaimMode::Api),
         };
-        let holding = if args.no_alias {
+        // In lb-probe mode holding is answering the probe: --no-alias only leaves the frontend
+        // IP on lo to the system configuration.
+        let holding = if args.no_alias && !matches!(holding, Holding::Probe { .. }) {
             Holding::Nothing
         } else {
             holding
         };
+        if matches!(holding, Holding::Probe { .. }) && mode != Mode::Watchdog {
+            return err("-A/-D: nothing to do in Azure lb-probe mode: the address is held by answering the load balancer's health probe, which only the running agent (-W) does; no ARM call moves it");
+        }
         if !exoscale {
             for (set, flag) in [
                 (args.api_key.is_some(), "-xk/--api-key"),
                 (args.api_secret.is_some(), "-xs/--api-secret"),
                 (args.api_secret_file.is_some(), "--api-secret-file"),
+                (
+                    args.api_secret_credential.is_some(),
+                    "--api-secret-credential",
+                ),
                 (args.api_endpoint.is_some(), "-xe/--api-endpoint"),
                 (args.zone.is_some(), "--zone"),
             ] {
@@ -438,6 +678,13 @@ impl Config {
                         cloud.name()
                     ));
                 }
+            }
+            if let Some(reference) = args.sources.file_secret("api-secret") {
+                return err(format!(
+                    "{}: an Exoscale option, but --provider is {}",
+                    reference.label(),
+                    cloud.name()
+                ));
             }
         }
         if matches!(cloud, Cloud::Exoscale) {
@@ -473,17 +720,44 @@ impl Config {
         };
 
         let secret_on_cli = matches.value_source("api_secret") == Some(ValueSource::CommandLine);
-        if secret_on_cli && args.api_secret_file.is_some() {
-            return err("-xs/--api-secret and --api-secret-file are exclusive");
+        let secret_flags: Vec<&str> = [
+            (secret_on_cli, "-xs/--api-secret"),
+            (args.api_secret_file.is_some(), "--api-secret-file"),
+            (
+                args.api_secret_credential.is_some(),
+                "--api-secret-credential",
+            ),
+        ]
+        .into_iter()
+        .filter(|(given, _)| *given)
+        .map(|(_, flag)| flag)
+        .collect();
+        if let [a, b, ..] = secret_flags[..] {
+            return err(format!("{a} and {b} are exclusive"));
         }
+        // Flags, then the environment, then the configuration file's reference.
         let api_secret = if !exoscale {
             String::new()
         } else if let Some(path) = &args.api_secret_file {
+            sources.note_secret("api-secret", format!("file {path}"));
             read_secret_file("--api-secret-file", path)?
-        } else if let Some(s) = args
+        } else if let Some(name) = &args.api_secret_credential {
+            sources.note_secret("api-secret", format!("credential {name}"));
+            crate::config_file::read_credential("--api-secret-credential", name)?
+        } else if let Some((s, from)) = args
             .api_secret
             .clone()
-            .or_else(|| env("EXOSCALE_API_SECRET"))
+            // An empty IF_EXOSCALE_API_SECRET (ifupdown) is unset.
+            .filter(|s| secret_on_cli || !s.trim().is_empty())
+            .map(|s| {
+                let from = if secret_on_cli {
+                    "the command line (-xs)"
+                } else {
+                    "IF_EXOSCALE_API_SECRET"
+                };
+                (s, from)
+            })
+            .or_else(|| env("EXOSCALE_API_SECRET").map(|s| (s, "EXOSCALE_API_SECRET")))
         {
             if secret_on_cli {
                 warnings.push(
@@ -492,9 +766,13 @@ impl Config {
                         .to_string(),
                 );
             }
+            sources.note_secret("api-secret", from);
             s.trim().to_string()
+        } else if let Some(reference) = args.sources.file_secret("api-secret") {
+            sources.note_secret("api-secret", reference.describe());
+            reference.read()?
         } else {
-            return err("-xs/--api-secret: missing API secret (set EXOSCALE_API_SECRET or use --api-secret-file)");
+            return err("-xs/--api-secret: missing API secret (set EXOSCALE_API_SECRET, use --api-secret-file or --api-secret-credential, or api-secret-file in the configuration file)");
         };
         if exoscale && api_secret.is_empty() {
             return err("-xs/--api-secret: the API secret is empty");
@@ -542,15 +820,29 @@ impl Config {
                 "{flag}: the heartbeat key must be at least 16 bytes"
             ))
         };
+        if args.auth_key_file.is_some() && args.auth_key_credential.is_some() {
+            return err("--auth-key-file and --auth-key-credential are exclusive");
+        }
+        // Flags, then the environment, then the configuration file's reference.
         let (auth_key, auth_key_source) = if let Some(path) = &args.auth_key_file {
             let key = read_secret_file("--auth-key-file", path)?;
             let key =
                 AuthKey::from_bytes(key.as_bytes()).map_err(|_| short_key("--auth-key-file"))?;
             (key, AuthKeySource::File(path.clone()))
+        } else if let Some(name) = &args.auth_key_credential {
+            let flag = "--auth-key-credential";
+            let key = crate::config_file::read_credential(flag, name)?;
+            let key = AuthKey::from_bytes(key.as_bytes()).map_err(|_| short_key(flag))?;
+            let path = crate::config_file::credential_path(name).unwrap_or_default();
+            (key, AuthKeySource::File(path.display().to_string()))
         } else if let Some(k) = env("EXOIP_AUTH_KEY") {
             let key = AuthKey::from_bytes(k.trim().as_bytes())
                 .map_err(|_| short_key("EXOIP_AUTH_KEY"))?;
             (key, AuthKeySource::Environment)
+        } else if let Some(reference) = args.sources.file_secret("auth-key") {
+            let key = AuthKey::from_bytes(reference.read()?.as_bytes())
+                .map_err(|_| short_key(&reference.label()))?;
+            (key, AuthKeySource::File(reference.describe()))
         } else if exoscale {
             (
                 AuthKey::derive_from_api_secret(&api_secret),
@@ -560,7 +852,7 @@ impl Config {
             // Nodes of other clouds often have credentials of their own: deriving the key from
             // them would fail authentication between peers in a way that is hard to see.
             return err(format!(
-                "--auth-key-file: the heartbeat key is required with --provider {} (or set EXOIP_AUTH_KEY); create one with: head -c 32 /dev/urandom | base64 > /etc/exoip/auth-key && chmod 600 /etc/exoip/auth-key",
+                "--auth-key-file: the heartbeat key is required with --provider {} (or --auth-key-credential, EXOIP_AUTH_KEY, auth-key-file in the configuration file); create one with: head -c 32 /dev/urandom | base64 > /etc/exoip/auth-key && chmod 600 /etc/exoip/auth-key",
                 cloud.name()
             ));
         };
@@ -647,6 +939,17 @@ impl Config {
             s.metadata_url = metadata_url.clone();
             s.request_timeout = api_timeout;
         }
+        if let Cloud::Azure(s) = &mut cloud {
+            s.vm_name = instance_id.clone();
+            s.metadata_url = metadata_url.clone();
+            s.request_timeout = api_timeout;
+            // The client checks names, endpoints and the api-version: report them now, as a
+            // configuration error, rather than when the agent starts.
+            exoip_providers::azure::Azure::new(s.as_ref().clone()).map_err(|e| match e {
+                exoip_providers::Error::Invalid(m) => ConfigError(format!("--provider azure: {m}")),
+                other => ConfigError(format!("--provider azure: {other}")),
+            })?;
+        }
         Ok(Config {
             mode,
             cloud,
@@ -688,6 +991,7 @@ impl Config {
             checks,
             hooks,
             warnings,
+            sources,
         })
     }
 
@@ -697,6 +1001,11 @@ impl Config {
             Cloud::Exoscale => "elastic IP",
             Cloud::OpenStack(o) if o.mode == OpenStackMode::Vip => "VIP",
             Cloud::OpenStack(_) => "floating IP",
+            Cloud::Azure(a) => match a.mode {
+                AzureMode::PublicIp => "public IP",
+                AzureMode::SecondaryIp => "secondary IP",
+                AzureMode::LbProbe => "frontend IP",
+            },
         }
     }
 
@@ -705,6 +1014,7 @@ impl Config {
         match &self.cloud {
             Cloud::Exoscale => self.api_endpoint.clone(),
             Cloud::OpenStack(o) => format!("Keystone at {}", o.auth_url),
+            Cloud::Azure(a) => format!("Azure Resource Manager at {}", a.arm_endpoint),
         }
     }
 
@@ -715,6 +1025,10 @@ impl Config {
             Cloud::OpenStack(o) => match &o.region {
                 Some(r) => format!("the project (region {r})"),
                 None => "the project".to_string(),
+            },
+            Cloud::Azure(a) => match &a.resource_group {
+                Some(rg) => format!("resource group {rg}"),
+                None => "the VM's resource group".to_string(),
             },
         }
     }
@@ -806,7 +1120,15 @@ impl fmt::Display for Config {
             Mode::Dissociate => "dissociate (-D)",
         };
         writeln!(f, "mode               {mode}")?;
-        let ips: Vec<String> = self.addresses.iter().map(|w| w.ip.to_string()).collect();
+        // An address with a priority of its own (the configuration file's [[address]]).
+        let ips: Vec<String> = self
+            .addresses
+            .iter()
+            .map(|w| match w.priority == self.priority {
+                true => w.ip.to_string(),
+                false => format!("{} (priority {})", w.ip, w.priority),
+            })
+            .collect();
         writeln!(f, "addresses          {}", ips.join(", "))?;
         writeln!(f, "priority           {}", self.priority)?;
         let bind = match self.bind_ip {
@@ -819,11 +1141,20 @@ impl fmt::Display for Config {
                 let l: Vec<String> = list.iter().map(|p| p.to_string()).collect();
                 writeln!(f, "peers              {}", l.join(", "))?
             }
-            Peers::Group(g) => writeln!(
-                f,
-                "peers              members of security group '{g}' (refreshed every {})",
-                show_duration(self.peer_refresh)
-            )?,
+            Peers::Group(g) => {
+                let who = match &self.cloud {
+                    Cloud::Azure(a) => match &a.peer_tag {
+                        Some((k, v)) => format!("VMs whose NICs carry the tag {k}={v}"),
+                        None => format!("VMs whose NICs use network security group '{g}'"),
+                    },
+                    _ => format!("members of security group '{g}'"),
+                };
+                writeln!(
+                    f,
+                    "peers              {who} (refreshed every {})",
+                    show_duration(self.peer_refresh)
+                )?
+            }
             Peers::None => writeln!(f, "peers              none")?,
         }
         writeln!(
@@ -845,7 +1176,12 @@ impl fmt::Display for Config {
             Cloud::Exoscale => {
                 writeln!(f, "api endpoint       {}", self.api_endpoint)?;
                 writeln!(f, "api key            {}", self.api_key)?;
-                writeln!(f, "api secret         {}", self.api_secret)?;
+                match self.sources.secret_origin("api-secret") {
+                    Some(from) => {
+                        writeln!(f, "api secret         {} from {from}", self.api_secret)?
+                    }
+                    None => writeln!(f, "api secret         {}", self.api_secret)?,
+                }
             }
             Cloud::OpenStack(o) => {
                 let mode = match o.mode {
@@ -866,6 +1202,59 @@ impl fmt::Display for Config {
                 }
                 if let Some(p) = &o.vip_port {
                     writeln!(f, "vip port           {p}")?;
+                }
+            }
+            Cloud::Azure(a) => {
+                writeln!(f, "azure mode         {}", a.mode)?;
+                let credentials = match &a.credentials {
+                    AzureCredentials::ClientSecret {
+                        tenant_id,
+                        client_id,
+                        client_secret,
+                    } => format!(
+                        "service principal {client_id} of tenant {tenant_id}, client secret {client_secret}"
+                    ),
+                    AzureCredentials::WorkloadIdentity {
+                        tenant_id,
+                        client_id,
+                        token_file,
+                    } => format!(
+                        "workload identity {client_id} of tenant {tenant_id}, federated token from {}",
+                        token_file.display()
+                    ),
+                    AzureCredentials::ManagedIdentity { client_id: None } => {
+                        "the VM's system-assigned managed identity".to_string()
+                    }
+                    AzureCredentials::ManagedIdentity {
+                        client_id: Some(id),
+                    } => format!("the user-assigned managed identity {id}"),
+                };
+                writeln!(f, "credentials        {credentials}")?;
+                if matches!(a.credentials, AzureCredentials::ManagedIdentity { .. }) {
+                    if let Some(u) = &a.identity_url {
+                        writeln!(f, "identity endpoint  {u}")?;
+                    }
+                } else {
+                    writeln!(f, "authority host     {}", a.authority_host)?;
+                }
+                writeln!(f, "arm endpoint       {}", a.arm_endpoint)?;
+                writeln!(f, "api version        {}", a.api_version)?;
+                let from_imds = "(from the instance metadata)";
+                writeln!(
+                    f,
+                    "subscription       {}",
+                    a.subscription.as_deref().unwrap_or(from_imds)
+                )?;
+                writeln!(
+                    f,
+                    "resource group     {}",
+                    a.resource_group.as_deref().unwrap_or(from_imds)
+                )?;
+                if let Some(p) = &a.public_ip_name {
+                    writeln!(f, "public ip          {p}")?;
+                }
+                if let Some(c) = &a.ip_config {
+                    writeln!(f, "ip configuration   {c}")?;
                 }
             }
         }
@@ -891,6 +1280,21 @@ impl fmt::Display for Config {
                 device.as_deref().unwrap_or("the default-route interface")
             ),
             Holding::Nothing => "nothing local (the cloud NATs it, or --no-alias)".to_string(),
+            Holding::Probe {
+                port,
+                path,
+                loopback,
+            } => format!(
+                "answering the load balancer's probe on TCP port {port}{} while holding; {}",
+                path.as_deref()
+                    .map(|p| format!(" (HTTP 200 on GET {p})"))
+                    .unwrap_or_default(),
+                if *loopback {
+                    "the frontend IP on lo on every node"
+                } else {
+                    "the frontend IP on lo left to the system configuration (--no-alias)"
+                }
+            ),
         };
         writeln!(f, "address held       {holding}")?;
         let socket = self
@@ -902,6 +1306,11 @@ impl fmt::Display for Config {
         let metrics = self
             .metrics_listen
             .map_or("off".to_string(), |m| format!("http://{m}/metrics"));
-        write!(f, "metrics            {metrics}")
+        write!(f, "metrics            {metrics}")?;
+        // Where the settings came from: the configuration file, flags, variables.
+        if !self.sources.is_empty() {
+            write!(f, "\n{}", self.sources)?;
+        }
+        Ok(())
     }
 }

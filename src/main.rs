@@ -2,19 +2,31 @@
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches};
+use clap::FromArgMatches;
 use exoip::cli::{normalize_legacy_args, Cli, Command};
+use exoip::config_file::ArgsError;
 
 fn main() -> ExitCode {
     let args = normalize_legacy_args(std::env::args_os());
-    let matches = match Cli::command().try_get_matches_from(args) {
-        Ok(m) => m,
-        Err(e) => return clap_error(e),
+    // The configuration file (-c) is merged here, under the flags and the environment, so that
+    // every mode and `exoip check` see one set of settings.
+    let (matches, sources) = match exoip::config_file::parse_args(args) {
+        Ok(parsed) => parsed,
+        Err(ArgsError::Usage(e)) => return clap_error(e),
+        Err(ArgsError::Config(e)) => {
+            eprintln!("exoip: {e}");
+            return ExitCode::from(2);
+        }
     };
-    let cli = match Cli::from_arg_matches(&matches) {
+    let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => return clap_error(e),
     };
+    match &mut cli.command {
+        None => cli.agent.sources = sources,
+        Some(Command::Check(args)) => args.sources = sources,
+        Some(_) => {}
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

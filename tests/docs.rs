@@ -295,3 +295,81 @@ fn help_and_man_page_agree() {
         );
     }
 }
+
+/// `man/exoip.toml.5`: its KEYS section is what the clap definitions produce today
+/// (`EXOIP_BLESS=1` rewrites it), it documents every key the file accepts and nothing else as
+/// a key, every agent flag is a key (but the modes, `-c` and the secrets themselves), and it is
+/// clean roff.
+#[test]
+fn config_file_man_page_is_up_to_date_and_complete() {
+    use exoip::config_file::{self, MAN_KEYS_BEGIN, MAN_KEYS_END};
+    let path = root().join("man/exoip.toml.5");
+    let page = std::fs::read_to_string(&path).unwrap();
+    let begin = page.find(MAN_KEYS_BEGIN).expect("begin marker") + MAN_KEYS_BEGIN.len() + 1;
+    let end = page.find(MAN_KEYS_END).expect("end marker");
+    let generated = config_file::man_keys();
+    if page[begin..end] != generated {
+        let bless = std::env::var_os(BLESS).is_some_and(|v| v == "1");
+        assert!(
+            bless,
+            "man/exoip.toml.5: the KEYS section is stale (the clap definitions changed): run \
+             `EXOIP_BLESS=1 cargo test --test docs` and review the diff"
+        );
+        let updated = format!("{}{generated}{}", &page[..begin], &page[end..]);
+        std::fs::write(&path, updated).unwrap();
+        eprintln!("rewrote man/exoip.toml.5");
+    }
+    let page = std::fs::read_to_string(&path).unwrap();
+    let keys = config_file::keys();
+    let roff = |k: &str| format!("\\fB{}\\fR", k.replace('-', "\\-"));
+    for key in &keys {
+        assert!(page.contains(&roff(key)), "key {key} is not documented");
+    }
+    // Every key the KEYS section lists is one the file accepts.
+    let section = &page[begin..page.find(MAN_KEYS_END).unwrap()];
+    for line in section.lines().filter(|l| l.starts_with("\\fB")) {
+        for item in line.split(", ") {
+            let Some(key) = item
+                .strip_prefix("\\fB")
+                .and_then(|k| k.split("\\fR").next())
+            else {
+                continue;
+            };
+            let key = key.replace("\\-", "-");
+            assert!(keys.contains(&key), "{key} is documented but is no key");
+        }
+    }
+    // Every agent flag is a key, but the modes, -c and a secret itself (refused by design).
+    let presented = docgen::presented_command();
+    for arg in presented.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        let exempt = [
+            "help",
+            "version",
+            "watchdog",
+            "associate",
+            "dissociate",
+            "validate",
+            "config",
+        ]
+        .contains(&long)
+            || config_file::SECRETS.iter().any(|s| s.name == long);
+        assert!(
+            exempt || keys.iter().any(|k| k == long),
+            "--{long} is no key of the configuration file"
+        );
+    }
+    if have("groff") {
+        let out = Command::new("groff")
+            .args(["-man", "-ww", "-z", "-rCHECKSTYLE=3"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.trim().is_empty(),
+            "groff -man -ww -z man/exoip.toml.5: {}\n{stderr}",
+            out.status
+        );
+    }
+}

@@ -1,14 +1,17 @@
 //! The simulated Azure as a client sees it, over raw HTTP: Entra and IMDS tokens, ARM
 //! authentication, NIC/public-IP shapes, whole-resource PUTs, etags, the one-holder rules,
 //! long-running operations and their failures, busy resources, faults, the holder timeline and
-//! the route hook.
+//! the route hook; and the same simulator behind the shared handle (`sim::start`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use exoip_providers::sim::azure::{AzureOptions, AzureSeed, AzureServers, AzureSim};
-use exoip_providers::sim::{Faults, HolderEvent, Reason, RouteRunner, Trigger};
+use exoip_providers::sim::azure::{AzureLabSeed, AzureOptions, AzureSeed, AzureServers, AzureSim};
+use exoip_providers::sim::{
+    self, Faults, HolderEvent, Reason, RouteRunner, SimConfig, SimError, SimHandle, TimelineEvent,
+    Trigger,
+};
 use exoip_providers::InstanceId;
 use serde_json::{json, Value};
 
@@ -1704,4 +1707,374 @@ async fn seeds_are_validated_and_the_example_is_the_lab() {
         .await;
     assert_eq!(r.json["value"].as_array().unwrap().len(), 5);
     az.servers.shutdown().await;
+}
+
+// -------------------------------------------------------------------------------------------
+// Through the shared simulator handle (`sim::start` with `SimConfig::azure`), as the lab and
+// `exoip sim --provider azure` run it.
+
+fn handle_config(seed: AzureSeed) -> SimConfig {
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    SimConfig {
+        metadata_listen: Some(loopback),
+        ..SimConfig::azure(seed)
+    }
+}
+
+/// A service-principal token from the handle's authority.
+async fn handle_token(http: &reqwest::Client, sim: &SimHandle) -> String {
+    let r = send(
+        http.post(format!("{}/{TENANT}/oauth2/v2.0/token", sim.api_url()))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", CLIENT),
+                ("client_secret", SECRET),
+                ("scope", ARM),
+            ]),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    r.json["access_token"].as_str().unwrap().to_string()
+}
+
+async fn arm_get(http: &reqwest::Client, sim: &SimHandle, token: &str, path: &str) -> Reply {
+    send(
+        http.get(format!("{}{path}?api-version=2024-05-01", sim.api_url()))
+            .bearer_auth(token),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_handle_serves_arm_login_imds_and_both_control_apis() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seed = AzureSeed::example();
+    // This process (127.0.0.1) speaks as lb2 to IMDS.
+    seed.options.imds_default_vm = Some("lb2".into());
+    let sim = sim::start(SimConfig {
+        timeline_path: Some(dir.path().join("timeline.jsonl")),
+        ..handle_config(seed)
+    })
+    .await
+    .unwrap();
+    assert_eq!(sim.provider(), "azure");
+    assert_eq!(
+        sim.api_url(),
+        sim.base_url(),
+        "ARM and the authority share the root"
+    );
+    assert_eq!(sim.network_url(), None);
+    assert!(sim.azure().is_some());
+    let http = client();
+
+    let token = handle_token(&http, &sim).await;
+    let r = arm_get(&http, &sim, &token, &nic_path("nic-lb1")).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["name"], "nic-lb1");
+    let r = arm_get(&http, &sim, &token, "/nowhere").await;
+    assert_eq!((r.status, r.code()), (404, "NotFound"), "ARM's own 404");
+
+    let md = sim.metadata_url().expect("IMDS listens");
+    let r = send(
+        http.get(format!("{md}/metadata/instance?api-version=2021-02-01"))
+            .header("Metadata", "true"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["compute"]["name"], "lb2");
+
+    let control = |path: &str| http.get(format!("{}{path}", sim.base_url()));
+    let generic = send(control("/_sim/state")).await;
+    assert_eq!(generic.status, 200);
+    assert_eq!(generic.json["subscription_id"], SUB);
+    let own = send(control("/_sim/azure/state")).await;
+    assert_eq!(own.json["vms"], generic.json["vms"]);
+    assert_eq!(sim.state()["vms"], generic.json["vms"]);
+    assert!(!generic.json.to_string().contains(SECRET));
+    let r = send(control("/_sim/azure/options")).await;
+    assert_eq!((r.status, &r.json["imds_default_vm"]), (200, &json!("lb2")));
+    let r = send(http.post(format!("{}/_sim/instance/lb1/state", sim.base_url()))).await;
+    assert_eq!(r.status, 404, "Exoscale's controls are not Azure's");
+
+    // Power states through the generic instance-state control.
+    sim.set_instance_state(&InstanceId("lb3".into()), "deallocated")
+        .unwrap();
+    let vms = sim.state()["vms"].clone();
+    assert_eq!(vms[2]["power_state"], "deallocated");
+    assert!(sim
+        .set_instance_state(&InstanceId("lb3".into()), "asleep")
+        .is_err());
+
+    // Tokens: expired by the generic revoke, with a shorter lifetime for new ones.
+    sim.set_token_lifetime(Duration::from_secs(60)).unwrap();
+    assert_eq!(
+        sim.azure().unwrap().options().token_lifetime,
+        Duration::from_secs(60)
+    );
+    assert!(sim.set_token_lifetime(Duration::ZERO).is_err());
+    assert!(sim.revoke_tokens().unwrap() >= 1);
+    let r = arm_get(&http, &sim, &token, &nic_path("nic-lb1")).await;
+    assert_eq!(r.status, 401, "{}", r.json);
+    let token = handle_token(&http, &sim).await;
+    assert_eq!(
+        arm_get(&http, &sim, &token, &nic_path("nic-lb1"))
+            .await
+            .status,
+        200
+    );
+    assert!(sim.delete_port("p").is_err(), "OpenStack only");
+
+    let addr = sim.api_addr();
+    sim.shutdown().await;
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "the port is closed after shutdown"
+    );
+}
+
+#[tokio::test]
+async fn the_handle_reports_and_forces_holders_on_the_timeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("timeline.jsonl");
+    let rec = Arc::new(Recorder::default());
+    let sim = sim::start(SimConfig {
+        timeline_path: Some(path.clone()),
+        route_holders: true,
+        route_runner: Some(rec.clone() as Arc<dyn RouteRunner>),
+        ..handle_config(AzureSeed::example())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        *rec.0.lock().unwrap(),
+        ["route replace 203.0.113.10/32 via 192.0.2.11"],
+        "routed before serving"
+    );
+    assert_eq!(names(&sim.holders(ip(PIP))), ["lb1"]);
+    assert_eq!(names(&sim.holders(ip(VIP))), ["lb1"]);
+    assert!(sim.holders(ip("198.51.100.7")).is_empty());
+    assert!(sim.timeline().is_empty());
+
+    let lb2 = InstanceId("lb2".into());
+    assert_eq!(
+        names(
+            &sim.force_holders(ip(PIP), std::slice::from_ref(&lb2))
+                .unwrap()
+        ),
+        ["lb2"]
+    );
+    assert_eq!(names(&sim.holders(ip(PIP))), ["lb2"]);
+    assert_eq!(
+        rec.0.lock().unwrap().last().unwrap(),
+        "route replace 203.0.113.10/32 via 192.0.2.12"
+    );
+    let events = sim.timeline();
+    let summary: Vec<(HolderEvent, &str, Vec<&str>, bool)> = events
+        .iter()
+        .map(|e| (e.event, e.instance.0.as_str(), names(&e.holders), e.forced))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (HolderEvent::Detach, "lb1", vec!["lb2"], true),
+            (HolderEvent::Attach, "lb2", vec!["lb2"], true),
+        ]
+    );
+    assert!(events
+        .iter()
+        .all(|e| e.ip == ip(PIP) && e.zone == "westeurope" && e.eip_id == pip_path()));
+
+    // The generic control endpoint moves the secondary address.
+    let r = send(
+        client()
+            .put(format!("{}/_sim/elastic-ip/{VIP}/holders", sim.base_url()))
+            .json(&json!({"holders": ["lb3"]})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["holders"], json!(["lb3"]));
+    assert_eq!(names(&sim.holders(ip(VIP))), ["lb3"]);
+    let last = sim.timeline().last().unwrap().clone();
+    assert_eq!(
+        (last.event, last.instance.0.as_str(), last.ip),
+        (HolderEvent::Attach, "lb3", ip(VIP))
+    );
+    assert!(last
+        .eip_id
+        .ends_with("/networkInterfaces/nic-lb3/ipConfigurations/vip"));
+
+    // Azure puts an address on one NIC at most, and only on VMs it knows.
+    let two = [lb2.clone(), InstanceId("lb3".into())];
+    assert!(matches!(
+        sim.force_holders(ip(PIP), &two),
+        Err(SimError::Invalid(_))
+    ));
+    assert!(matches!(
+        sim.force_holders(ip(PIP), &[InstanceId("lb9".into())]),
+        Err(SimError::Invalid(_))
+    ));
+    let r = send(
+        client()
+            .put(format!("{}/_sim/elastic-ip/{PIP}/holders", sim.base_url()))
+            .json(&json!({"holders": ["lb1", "lb2"]})),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.json);
+    assert_eq!(names(&sim.holders(ip(PIP))), ["lb2"], "unchanged");
+
+    // Detach: nobody holds it, the route becomes unreachable.
+    assert!(sim.force_holders(ip(PIP), &[]).unwrap().is_empty());
+    assert_eq!(
+        rec.0.lock().unwrap().last().unwrap(),
+        "route replace unreachable 203.0.113.10/32"
+    );
+
+    // The same changes, in order, in the file and from both timeline endpoints.
+    let all = sim.timeline();
+    assert_eq!(all.len(), 5);
+    let lines: Vec<TimelineEvent> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines, all);
+    for endpoint in ["/_sim/timeline", "/_sim/azure/timeline"] {
+        let r = send(client().get(format!("{}{endpoint}", sim.base_url()))).await;
+        let served: Vec<TimelineEvent> = serde_json::from_value(r.json).unwrap();
+        assert_eq!(served, all, "{endpoint}");
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_handle_faults_act_on_arm_and_are_shared_with_the_azure_controls() {
+    let sim = sim::start(SimConfig {
+        faults: Faults {
+            unavailable: Trigger::count(1),
+            ..Faults::default()
+        },
+        ..handle_config(AzureSeed::example())
+    })
+    .await
+    .unwrap();
+    let http = client();
+    // Login is never faulted: the first token request succeeds.
+    let token = handle_token(&http, &sim).await;
+    let r = arm_get(&http, &sim, &token, &nic_path("nic-lb1")).await;
+    assert_eq!((r.status, r.code()), (503, "ServiceUnavailable"));
+    assert_eq!(sim.faults().unavailable.count, 0, "the count was consumed");
+    assert_eq!(
+        arm_get(&http, &sim, &token, &nic_path("nic-lb1"))
+            .await
+            .status,
+        200
+    );
+
+    sim.update_faults(|f| {
+        f.rate_limit = Trigger::count(1);
+        f.retry_after_secs = 3;
+    })
+    .unwrap();
+    assert_eq!(
+        sim.azure().unwrap().faults(),
+        sim.faults(),
+        "one fault state"
+    );
+    let r = arm_get(&http, &sim, &token, &nic_path("nic-lb1")).await;
+    assert_eq!((r.status, r.header("retry-after")), (429, Some("3")));
+    assert_eq!(r.code(), "SubscriptionRequestsThrottled");
+
+    // Set through the generic control API, seen by the Azure one and the handle.
+    let r = send(
+        http.put(format!("{}/_sim/faults", sim.base_url()))
+            .json(&json!({"op_stuck": {"count": 1}, "latency": "1ms"})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let r = send(http.get(format!("{}/_sim/azure/faults", sim.base_url()))).await;
+    assert_eq!(r.json["op_stuck"]["count"], 1);
+    assert_eq!(sim.faults().latency, Duration::from_millis(1));
+
+    // A stuck operation leaves the NIC updating and the address where it was.
+    let got = arm_get(&http, &sim, &token, &nic_path("nic-lb1"))
+        .await
+        .json;
+    let mut body = put_body(&got);
+    configs(&mut body)[0]["properties"]
+        .as_object_mut()
+        .unwrap()
+        .remove("publicIPAddress");
+    let r = send(
+        http.put(format!(
+            "{}{}?api-version=2024-05-01",
+            sim.api_url(),
+            nic_path("nic-lb1")
+        ))
+        .bearer_auth(&token)
+        .json(&body),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["properties"]["provisioningState"], "Updating");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(names(&sim.holders(ip(PIP))), ["lb1"]);
+    assert!(sim.timeline().is_empty());
+
+    assert!(sim
+        .set_faults(Faults {
+            rate_limit: Trigger::probability(2.0),
+            ..Faults::default()
+        })
+        .is_err());
+    sim.set_faults(Faults::default()).unwrap();
+    assert_eq!(sim.faults(), Faults::default());
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_handle_refuses_bad_azure_configurations() {
+    let mut seed = AzureSeed::example();
+    seed.vms[1].name = "LB1".into();
+    let err = sim::start(SimConfig::azure(seed)).await.err().unwrap();
+    assert!(matches!(err, SimError::Seed(_)), "{err}");
+    assert!(err.to_string().contains("duplicate VM name"), "{err}");
+
+    let err = sim::start(SimConfig {
+        faults: Faults {
+            op_failure: Trigger::probability(-1.0),
+            ..Faults::default()
+        },
+        ..SimConfig::azure(AzureSeed::example())
+    })
+    .await
+    .err()
+    .unwrap();
+    assert!(matches!(err, SimError::Faults(_)), "{err}");
+
+    // The lab's seed: the public IP unattached, the secondary address on lb2, its own secret.
+    let seed = AzureLabSeed {
+        hosts: 2,
+        public_ip_on: None,
+        secondary_on: Some(1),
+        client_secret: exoip_providers::Secret::new("lab-secret"),
+        ..AzureLabSeed::default()
+    }
+    .build()
+    .unwrap();
+    let sim = sim::start(SimConfig::azure(seed)).await.unwrap();
+    assert!(sim.holders(ip(PIP)).is_empty());
+    assert_eq!(names(&sim.holders(ip(VIP))), ["lb2"]);
+    let r = send(
+        client()
+            .post(format!("{}/{TENANT}/oauth2/v2.0/token", sim.api_url()))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", CLIENT),
+                ("client_secret", "lab-secret"),
+                ("scope", ARM),
+            ]),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    sim.shutdown().await;
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
+use exoip_providers::azure::Azure;
 use exoip_providers::exoscale::{Exoscale, ExoscaleConfig};
 use exoip_providers::openstack::OpenStack;
 use exoip_providers::{Error as ProviderError, Instance, InstanceId, Provider};
@@ -122,6 +123,11 @@ pub(crate) fn provider(cfg: &Config) -> anyhow::Result<Arc<dyn Provider>> {
             .map_err(|e| anyhow!("cannot set up the OpenStack client: {e}"))?;
         return Ok(Arc::new(p));
     }
+    if let Cloud::Azure(settings) = &cfg.cloud {
+        let p = Azure::new(settings.as_ref().clone())
+            .map_err(|e| anyhow!("cannot set up the Azure client: {e}"))?;
+        return Ok(Arc::new(p));
+    }
     let mut pc = ExoscaleConfig::new(cfg.api_key.clone(), cfg.api_secret.clone());
     pc.endpoint = cfg.api_endpoint.clone();
     pc.instance_id = cfg.instance_id.as_deref().map(InstanceId::from);
@@ -211,7 +217,8 @@ async fn dry_run(cfg: &Config, provider: &dyn Provider, me: &Instance) -> anyhow
                     .clone()
                     .unwrap_or_else(|| "the default-route interface".to_string()),
             ),
-            Holding::Nothing => None,
+            // Refused by the configuration: -A/-D have nothing to do in lb-probe mode.
+            Holding::Nothing | Holding::Probe { .. } => None,
         };
         let alias = match (place, cfg.mode) {
             (None, _) => "nothing to configure locally".to_string(),
@@ -237,6 +244,9 @@ fn host_prefix(ip: IpAddr) -> u8 {
     }
 }
 
+/// `-A`: attach every address to this instance and hold it locally. (Azure lb-probe mode never
+/// gets here: holding is answering the load balancer's probe, which lasts only as long as a
+/// running agent, so the configuration refuses `-A`/`-D` there with a message saying so.)
 async fn associate(cfg: Config) -> anyhow::Result<()> {
     let provider = provider(&cfg)?;
     let me = whoami(provider.as_ref()).await?;

@@ -116,9 +116,13 @@ async fn measure(lab: &Lab, args: &BenchArgs) -> Result<Vec<Metric>> {
     let quiet = dead * 2 + Duration::from_millis(500);
     let patience = dead * 4 + Duration::from_secs(15);
     let vip = lab.config().cloud == LabCloud::OpenStackVip;
+    // Azure lb-probe: the timeline is the emulated load balancer's (who answers the probe).
+    let lb = lab.config().cloud == LabCloud::AzureLbProbe;
     let mut m_attach = Metric {
         name: if vip {
             "signal -> VIP on the survivor"
+        } else if lb {
+            "signal -> LB sends to survivor"
         } else {
             "signal -> attached to survivor"
         },
@@ -127,6 +131,8 @@ async fn measure(lab: &Lab, args: &BenchArgs) -> Result<Vec<Metric>> {
     let mut m_detach = Metric {
         name: if vip {
             "signal -> old holder fenced"
+        } else if lb {
+            "signal -> LB drops old holder"
         } else {
             "signal -> detached from old holder"
         },
@@ -344,11 +350,7 @@ async fn wait_reachable(lab: &Lab, t0: f64, old: &str, patience: Duration) -> Re
 }
 
 fn print_results(args: &BenchArgs, metrics: &[Metric]) {
-    let cloud = match args.cloud.lab_cloud() {
-        Ok(LabCloud::Exoscale) | Err(_) => "",
-        Ok(LabCloud::OpenStackFloatingIp) => "os-fip:",
-        Ok(LabCloud::OpenStackVip) => "os-vip:",
-    };
+    let cloud = args.cloud.lab_cloud().map_or("", LabCloud::tag);
     let scenario = format!("{cloud}{:?}", args.scenario).to_lowercase();
     if args.tsv {
         for m in metrics {
@@ -375,6 +377,18 @@ fn print_results(args: &BenchArgs, metrics: &[Metric]) {
         args.op_delay,
         args.runs
     );
+    match args.cloud.lab_cloud() {
+        Ok(LabCloud::AzurePublicIp | LabCloud::AzureSecondaryIp) => println!(
+            "  (simulated ARM: operations complete after the op delay but answer Retry-After: {} s, \
+             so the agent looks at each after min(Retry-After, 2 s); a move is two of them)",
+            exoip_providers::sim::azure::AzureOptions::default().operation_retry_after_secs
+        ),
+        Ok(LabCloud::AzureLbProbe) => println!(
+            "  (no API call: the lab's load balancer probes every {:?} and follows the probe)",
+            super::testbed::LB_PROBE_INTERVAL
+        ),
+        _ => {}
+    }
     println!(
         "  {:<36} {:>9} {:>9} {:>9}",
         "metric (ms)", "min", "median", "max"

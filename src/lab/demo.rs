@@ -103,6 +103,21 @@ fn held_how(lab: &Lab, holder: usize, by_api: &[String]) -> String {
             h.name,
             by_api.join(", ")
         ),
+        LabCloud::AzurePublicIp => format!(
+            "the public IP is on the NIC of [{}] (the API), NATed to {} by Azure's network",
+            by_api.join(", "),
+            h.ip
+        ),
+        LabCloud::AzureSecondaryIp => format!(
+            "the ipConfiguration is on the NIC of [{}] (the API), {addr}/32 on the eth0 of {}, announced by gratuitous ARP",
+            by_api.join(", "),
+            h.name
+        ),
+        LabCloud::AzureLbProbe => format!(
+            "only {} answers the health probe on TCP port {}, so the load balancer sends {addr} there (on every host's lo; no API call)",
+            h.name,
+            super::testbed::LB_PROBE_PORT
+        ),
     }
 }
 
@@ -127,16 +142,17 @@ async fn scenario(lab: &Lab, clock: &Clock) -> Result<()> {
     clock.say(format_args!(
         "lab {} ready: simulated {} API at 192.0.2.1, agents on {}",
         lab.id(),
-        if cloud == LabCloud::Exoscale {
-            "Exoscale"
-        } else {
-            "OpenStack (Keystone + Neutron)"
+        match cloud {
+            LabCloud::Exoscale => "Exoscale",
+            LabCloud::OpenStackFloatingIp | LabCloud::OpenStackVip =>
+                "OpenStack (Keystone + Neutron)",
+            _ => "Azure (Entra ID + IMDS + ARM)",
         },
         hosts.join(", ")
     ));
     clock.say(format_args!(
         "a client at {} fetches http://{addr}/ every {:?}",
-        if cloud == LabCloud::OpenStackVip {
+        if cloud.on_lan() {
             "192.0.2.50, on the hosts' LAN,"
         } else {
             "198.51.100.2, behind the router,"
@@ -255,9 +271,21 @@ fn report(lab: &Lab, t_kill: f64, dead_id: &str) {
             ),
         ));
     }
+    let lb = lab.config().cloud == LabCloud::AzureLbProbe;
     let tl: Vec<TimelineEvent> = lab.timeline().unwrap_or_default();
     for e in tl.iter().filter(|e| e.t >= t_kill) {
         let holders: Vec<String> = e.holders.iter().map(|h| name(h)).collect();
+        if lb {
+            let what = match e.event.as_str() {
+                "attach" => format!("LB: the probe of {} answers", name(&e.instance)),
+                _ => format!("LB: the probe of {} fails", name(&e.instance)),
+            };
+            rows.push((
+                ms(e.t),
+                format!("{what} (sends to: [{}])", holders.join(", ")),
+            ));
+            continue;
+        }
         let what = match (e.event.as_str(), vip) {
             ("attach", false) => format!("API: {addr} attached to {}", name(&e.instance)),
             ("detach", false) => format!("API: {addr} detached from {}", name(&e.instance)),
@@ -320,6 +348,8 @@ fn report(lab: &Lab, t_kill: f64, dead_id: &str) {
         cfg.dead_period(),
         if vip {
             "the gratuitous ARP reaching the client; no API call on that path"
+        } else if lb {
+            "the probe opening and the load balancer's next probe (every 100 ms here); no API call"
         } else {
             "the API calls and the route change"
         }

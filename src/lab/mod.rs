@@ -34,17 +34,32 @@ pub use crate::config::parse_duration_text as parse_duration;
 /// Which simulated cloud a lab runs.
 #[derive(clap::Args, Debug, Clone)]
 pub struct CloudArgs {
-    /// The simulated cloud: exoscale or openstack.
-    #[arg(long, default_value = "exoscale", value_parser = ["exoscale", "openstack"])]
+    /// The simulated cloud: exoscale, openstack or azure.
+    #[arg(long, default_value = "exoscale", value_parser = ["exoscale", "openstack", "azure"])]
     pub provider: String,
     /// OpenStack: floating-ip (default) or vip (allowed address pairs + gratuitous ARP).
     #[arg(long, value_parser = ["floating-ip", "vip"])]
     pub openstack_mode: Option<String>,
+    /// Azure: public-ip (default), secondary-ip (two PUTs + gratuitous ARP) or lb-probe (a
+    /// load balancer emulated in the lab follows the health probe).
+    #[arg(long, value_parser = ["public-ip", "secondary-ip", "lb-probe"])]
+    pub azure_mode: Option<String>,
 }
 
 impl CloudArgs {
     pub fn lab_cloud(&self) -> Result<LabCloud> {
-        LabCloud::parse(&self.provider, self.openstack_mode.as_deref())
+        let mode = match (
+            self.provider.as_str(),
+            &self.openstack_mode,
+            &self.azure_mode,
+        ) {
+            (_, Some(_), Some(_)) => bail!("--openstack-mode and --azure-mode are exclusive"),
+            ("openstack", m, None) | ("azure", None, m) => m.as_deref(),
+            (p, Some(_), None) => bail!("--openstack-mode: not with --provider {p}"),
+            (p, None, Some(_)) => bail!("--azure-mode: not with --provider {p}"),
+            (_, None, None) => None,
+        };
+        LabCloud::parse(&self.provider, mode)
     }
 }
 

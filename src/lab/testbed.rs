@@ -9,6 +9,15 @@
 //!   lb2 (192.0.2.12) ─ vh2 ─┤
 //!   lb3 (192.0.2.13) ─ vh3 ─┘
 //! ```
+//!
+//! Per cloud ([`LabCloud`]): the client sits on the hosts' bridge (192.0.2.50) where the
+//! address is a private one reached through ARP (OpenStack vip, Azure secondary-ip). Azure
+//! public IPs are routed by the simulator to the holder's private address and NATed to it
+//! in each host's namespace, where Azure's host network does it (the guest never sees the
+//! public IP). Azure lb-probe has a load balancer emulated by the lab itself, in R: it probes
+//! every host's health-probe port every 100 ms and routes the frontend IP [`LB_FRONTEND`] to
+//! the hosts whose probe answers, as a Floating-IP (DSR) rule does; every host keeps the
+//! frontend IP on `lo`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -49,6 +58,13 @@ pub const OS_AUTH_URL: &str = "http://192.0.2.1:8080/identity/v3";
 pub const OS_REGION: &str = "RegionOne";
 pub const OS_USER: &str = "demo";
 pub const OS_PROJECT: &str = "demo";
+/// Azure lb-probe mode: the load balancer's frontend IP (on every host's `lo`).
+pub const LB_FRONTEND: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
+/// Azure lb-probe mode: the health probe's TCP port (Pacemaker's azure-lb uses it too).
+pub const LB_PROBE_PORT: u16 = 61000;
+/// How often the emulated load balancer probes, and how long one probe may take.
+pub const LB_PROBE_INTERVAL: Duration = Duration::from_millis(100);
+const LB_PROBE_TIMEOUT: Duration = Duration::from_millis(80);
 
 /// Which cloud the lab simulates, and so how the address moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,14 +76,28 @@ pub enum LabCloud {
     /// A private VIP held on `eth0` and announced with gratuitous ARP; the client sits on the
     /// hosts' bridge; the API only keeps the ports' allowed address pairs.
     OpenStackVip,
+    /// A public IP moved between NICs by two PUTs; R routes it to the holder's private IP,
+    /// the holder's namespace NATs it there (nothing in the guest).
+    AzurePublicIp,
+    /// A secondary ipConfiguration moved between NICs by two PUTs; held on `eth0` and
+    /// announced with gratuitous ARP; the client sits on the hosts' bridge.
+    AzureSecondaryIp,
+    /// A load balancer with Floating IP, emulated by the lab: the frontend IP is on every
+    /// host's `lo`, R routes it to the host whose health probe answers. No ARM call at all.
+    AzureLbProbe,
 }
 
 impl LabCloud {
-    pub fn parse(provider: &str, openstack_mode: Option<&str>) -> Result<LabCloud> {
-        match (provider, openstack_mode) {
+    /// The lab of `provider` (exoscale, openstack, azure) in `mode` (that cloud's
+    /// `--openstack-mode` or `--azure-mode`; `None`: its default).
+    pub fn parse(provider: &str, mode: Option<&str>) -> Result<LabCloud> {
+        match (provider, mode) {
             ("exoscale", None) => Ok(LabCloud::Exoscale),
             ("openstack", None | Some("floating-ip")) => Ok(LabCloud::OpenStackFloatingIp),
             ("openstack", Some("vip")) => Ok(LabCloud::OpenStackVip),
+            ("azure", None | Some("public-ip")) => Ok(LabCloud::AzurePublicIp),
+            ("azure", Some("secondary-ip")) => Ok(LabCloud::AzureSecondaryIp),
+            ("azure", Some("lb-probe")) => Ok(LabCloud::AzureLbProbe),
             (p, m) => bail!(
                 "no lab for provider {p}{}",
                 m.map(|m| format!(" in mode {m}")).unwrap_or_default()
@@ -80,19 +110,69 @@ impl LabCloud {
             LabCloud::Exoscale => "Exoscale elastic IP",
             LabCloud::OpenStackFloatingIp => "OpenStack floating IP",
             LabCloud::OpenStackVip => "OpenStack VIP (allowed address pairs)",
+            LabCloud::AzurePublicIp => "Azure public IP",
+            LabCloud::AzureSecondaryIp => "Azure secondary private IP (ipConfiguration)",
+            LabCloud::AzureLbProbe => "Azure load balancer with Floating IP (health probe)",
         }
+    }
+
+    /// The agents' `--provider` and the mode flag, if any.
+    pub fn agent_provider_args(self) -> Vec<String> {
+        let (provider, mode) = match self {
+            LabCloud::Exoscale => return Vec::new(),
+            LabCloud::OpenStackFloatingIp => ("openstack", ("--openstack-mode", "floating-ip")),
+            LabCloud::OpenStackVip => ("openstack", ("--openstack-mode", "vip")),
+            LabCloud::AzurePublicIp => ("azure", ("--azure-mode", "public-ip")),
+            LabCloud::AzureSecondaryIp => ("azure", ("--azure-mode", "secondary-ip")),
+            LabCloud::AzureLbProbe => ("azure", ("--azure-mode", "lb-probe")),
+        };
+        ["--provider", provider, mode.0, mode.1]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     }
 
     /// The address the agents float.
     pub fn address(self) -> Ipv4Addr {
         match self {
-            LabCloud::OpenStackVip => VIP,
+            LabCloud::OpenStackVip | LabCloud::AzureSecondaryIp => VIP,
+            LabCloud::AzureLbProbe => LB_FRONTEND,
             _ => EIP,
         }
     }
 
-    fn is_openstack(self) -> bool {
-        self != LabCloud::Exoscale
+    pub fn is_openstack(self) -> bool {
+        matches!(self, LabCloud::OpenStackFloatingIp | LabCloud::OpenStackVip)
+    }
+
+    pub fn is_azure(self) -> bool {
+        matches!(
+            self,
+            LabCloud::AzurePublicIp | LabCloud::AzureSecondaryIp | LabCloud::AzureLbProbe
+        )
+    }
+
+    /// The address is a private one on the hosts' LAN, held on `eth0` and found through ARP:
+    /// the client sits on the bridge.
+    pub fn on_lan(self) -> bool {
+        matches!(self, LabCloud::OpenStackVip | LabCloud::AzureSecondaryIp)
+    }
+
+    /// The API's holders are the holders: the address moves by API calls.
+    pub fn api_holds(self) -> bool {
+        !matches!(self, LabCloud::OpenStackVip | LabCloud::AzureLbProbe)
+    }
+
+    /// Short name for benchmark output: "", "os-fip:", "az-lb:"...
+    pub fn tag(self) -> &'static str {
+        match self {
+            LabCloud::Exoscale => "",
+            LabCloud::OpenStackFloatingIp => "os-fip:",
+            LabCloud::OpenStackVip => "os-vip:",
+            LabCloud::AzurePublicIp => "az-pip:",
+            LabCloud::AzureSecondaryIp => "az-sec:",
+            LabCloud::AzureLbProbe => "az-lb:",
+        }
     }
 }
 
@@ -234,6 +314,12 @@ pub struct Lab {
     api_secret: Secret,
     /// The simulated OpenStack's seed (its server ids are the hosts' instance ids).
     openstack_seed: Option<serde_json::Value>,
+    /// The simulated Azure's seed (its VM names are the hosts' instance ids; the service
+    /// principal's secret is `api_secret`).
+    azure_seed: Option<exoip_providers::sim::AzureSeed>,
+    /// Azure lb-probe: the emulated load balancer's changes, as a timeline (`attach`: a host's
+    /// probe started answering, `detach`: it stopped; `holders`: the hosts it sends to).
+    lb_events: Arc<Mutex<Vec<TimelineEvent>>>,
     namespaces: Vec<String>,
     sim: Mutex<Option<Child>>,
     agents: Mutex<Vec<Option<Child>>>,
@@ -313,15 +399,34 @@ impl Lab {
             }
             .build()
         });
+        let azure = if cfg.cloud.is_azure() {
+            Some(
+                exoip_providers::sim::AzureLabSeed {
+                    hosts: cfg.hosts,
+                    // Unattached, as the Exoscale lab's EIP starts detached: the agents elect.
+                    public_ip_on: None,
+                    secondary_on: None,
+                    client_secret: exoip_providers::Secret::new(api_secret.expose()),
+                    random_ids: true,
+                    ..Default::default()
+                }
+                .build()
+                .context("the Azure lab seed")?,
+            )
+        } else {
+            None
+        };
         let hosts = (0..cfg.hosts)
             .map(|i| Host {
                 index: i,
                 name: format!("lb{}", i + 1),
                 ns: format!("{id}-h{}", i + 1),
                 ip: Ipv4Addr::new(192, 0, 2, 11 + i as u8),
-                instance_id: match &openstack {
-                    Some(seed) => seed.servers[i].id.clone(),
-                    None => random_uuid(),
+                instance_id: match (&openstack, &azure) {
+                    (Some(seed), _) => seed.servers[i].id.clone(),
+                    // Azure names holders by VM name.
+                    (_, Some(seed)) => seed.vms[i].name.clone(),
+                    _ => random_uuid(),
                 },
                 priority: cfg.priority(i),
                 router_port: format!("vh{}", i + 1),
@@ -337,6 +442,8 @@ impl Lab {
             api_secret,
             openstack_seed: openstack
                 .map(|seed| serde_json::to_value(seed).expect("seeds serialise")),
+            azure_seed: azure,
+            lb_events: Arc::new(Mutex::new(Vec::new())),
             namespaces: Vec::new(),
             sim: Mutex::new(None),
             helpers: Mutex::new(Vec::new()),
@@ -351,7 +458,7 @@ impl Lab {
             .create(&lab.dir)
             .with_context(|| format!("cannot create {}", lab.dir.display()))?;
         File::create(lab.dir.join(netns::LAB_MARKER))?;
-        if lab.cfg.cloud.is_openstack() {
+        if lab.cfg.cloud != LabCloud::Exoscale {
             let key: String = rand::thread_rng()
                 .sample_iter(rand::distributions::Alphanumeric)
                 .take(40)
@@ -367,6 +474,9 @@ impl Lab {
         lab.build_topology().await?;
         if lab.cfg.sim {
             lab.start_sim().await?;
+        }
+        if lab.cfg.cloud == LabCloud::AzureLbProbe {
+            lab.start_load_balancer();
         }
         if lab.cfg.data_path {
             lab.start_data_path().await?;
@@ -418,6 +528,11 @@ impl Lab {
         // Until the simulator routes it, the EIP answers "unreachable" at once instead of
         // letting clients wait for a timeout.
         ip(["-n", &r, "route", "add", "unreachable", "203.0.113.10/32"]).await?;
+        if self.cfg.cloud == LabCloud::AzureLbProbe {
+            // Until the load balancer finds a probe answering.
+            let frontend = format!("{LB_FRONTEND}/32");
+            ip(["-n", &r, "route", "add", "unreachable", &frontend]).await?;
+        }
 
         for h in &self.hosts {
             let ns = h.ns.as_str();
@@ -460,6 +575,9 @@ impl Lab {
             .await?;
             ip(["-n", ns, "link", "set", "eth0", "up"]).await?;
             ip(["-n", ns, "route", "add", "default", "via", "192.0.2.1"]).await?;
+            if self.cfg.cloud == LabCloud::AzurePublicIp {
+                azure_public_ip_nat(ns, h.ip).await?;
+            }
         }
 
         ip([
@@ -467,7 +585,7 @@ impl Lab {
         ])
         .await?;
         ip(["-n", &c, "link", "set", "lo", "up"]).await?;
-        if self.cfg.cloud == LabCloud::OpenStackVip {
+        if self.cfg.cloud.on_lan() {
             // On the hosts' LAN: it reaches the VIP through ARP, so only a gratuitous ARP (or
             // its cache expiring) sends it to a new holder.
             ip(["-n", &r, "link", "set", "vc", "master", "br0", "up"]).await?;
@@ -488,6 +606,10 @@ impl Lab {
     fn seed(&self) -> serde_json::Value {
         if self.cfg.cloud.is_openstack() {
             return self.openstack_seed();
+        }
+        if let Some(seed) = &self.azure_seed {
+            // The service principal's secret is written too: the file is root's only.
+            return serde_json::to_value(seed).expect("seeds serialise");
         }
         let sg = random_uuid();
         serde_json::json!({
@@ -559,6 +681,8 @@ impl Lab {
             "--provider".into(),
             if self.cfg.cloud.is_openstack() {
                 "openstack".into()
+            } else if self.cfg.cloud.is_azure() {
+                "azure".into()
             } else {
                 "exoscale".into()
             },
@@ -614,6 +738,107 @@ impl Lab {
             );
         }
         Ok(())
+    }
+
+    /// Azure lb-probe: the load balancer, in R. Every [`LB_PROBE_INTERVAL`] it probes each
+    /// host's [`LB_PROBE_PORT`] with a TCP connect from R (Azure's TCP probe succeeds on the
+    /// handshake) and routes [`LB_FRONTEND`] to the hosts that answered, as a Floating-IP rule
+    /// forwards with the destination unchanged; each change goes on its timeline. One probe
+    /// decides (Azure's `probeThreshold` 1), every 100 ms rather than Azure's 5 s or more:
+    /// the lab times the agents, not the load balancer's settings.
+    fn start_load_balancer(&self) {
+        let router = self.router.clone();
+        let hosts: Vec<(Ipv4Addr, String)> = self
+            .hosts
+            .iter()
+            .map(|h| (h.ip, h.instance_id.clone()))
+            .collect();
+        let events = self.lb_events.clone();
+        let frontend = LB_FRONTEND.to_string();
+        self.say(format_args!(
+            "load balancer: {frontend} to whoever answers on TCP port {LB_PROBE_PORT}"
+        ));
+        let task = tokio::spawn(async move {
+            let mut answering: Vec<usize> = Vec::new();
+            let mut tick = tokio::time::interval(LB_PROBE_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let sockets = match tcp_sockets_in(&router, hosts.len()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!("load balancer: {e:#}");
+                        continue;
+                    }
+                };
+                let probes = sockets.into_iter().zip(&hosts).map(|(socket, (ip, _))| {
+                    let target = SocketAddr::V4(SocketAddrV4::new(*ip, LB_PROBE_PORT));
+                    async move {
+                        matches!(
+                            tokio::time::timeout(LB_PROBE_TIMEOUT, socket.connect(target)).await,
+                            Ok(Ok(_))
+                        )
+                    }
+                });
+                let up = futures::future::join_all(probes).await;
+                let now: Vec<usize> = (0..hosts.len()).filter(|&i| up[i]).collect();
+                if now == answering {
+                    continue;
+                }
+                let via: Vec<std::net::IpAddr> = now
+                    .iter()
+                    .map(|&i| std::net::IpAddr::V4(hosts[i].0))
+                    .collect();
+                let mut args = vec!["-n".to_string(), router.clone()];
+                args.extend(exoip_providers::sim::route_args(
+                    std::net::IpAddr::V4(LB_FRONTEND),
+                    &via,
+                ));
+                if let Err(e) = ip(&args).await {
+                    // Tried again on the next probe round: `answering` is unchanged.
+                    tracing::warn!("load balancer: {e:#}");
+                    continue;
+                }
+                let t = unix_now();
+                let holders: Vec<String> = now.iter().map(|&i| hosts[i].1.clone()).collect();
+                let changes = answering
+                    .iter()
+                    .filter(|i| !now.contains(i))
+                    .map(|&i| ("detach", i))
+                    .chain(
+                        now.iter()
+                            .filter(|i| !answering.contains(i))
+                            .map(|&i| ("attach", i)),
+                    );
+                let mut log = lock(&events);
+                for (event, i) in changes {
+                    log.push(TimelineEvent {
+                        t,
+                        zone: String::new(),
+                        ip: frontend.clone(),
+                        eip_id: "load-balancer".into(),
+                        event: event.into(),
+                        instance: hosts[i].1.clone(),
+                        holders: holders.clone(),
+                    });
+                }
+                drop(log);
+                answering = now;
+            }
+        });
+        lock(&self.tasks).push(task);
+    }
+
+    /// Whether `host` answers the load balancer's health probe now (Azure lb-probe), probed
+    /// from R as the load balancer does.
+    pub async fn probe_answers(&self, host: usize) -> Result<bool> {
+        let h = self.host(host)?;
+        let socket = tcp_socket_in(&self.router)?;
+        let target = SocketAddr::V4(SocketAddrV4::new(h.ip, LB_PROBE_PORT));
+        Ok(matches!(
+            tokio::time::timeout(LB_PROBE_TIMEOUT, socket.connect(target)).await,
+            Ok(Ok(_))
+        ))
     }
 
     async fn start_data_path(&mut self) -> Result<()> {
@@ -719,20 +944,23 @@ impl Lab {
                 self.api_key.clone(),
             ]),
             cloud => {
-                let mode = if cloud == LabCloud::OpenStackVip {
-                    "vip"
-                } else {
-                    "floating-ip"
-                };
+                args.extend(cloud.agent_provider_args());
                 args.extend([
-                    "--provider".into(),
-                    "openstack".into(),
-                    "--openstack-mode".into(),
-                    mode.into(),
                     "--auth-key-file".into(),
                     self.auth_key_path().display().to_string(),
                 ]);
             }
+        }
+        match self.cfg.cloud {
+            // The secondary ipConfiguration is created on the first holder's NIC: name it.
+            LabCloud::AzureSecondaryIp => args.extend([
+                "--azure-ip-config".into(),
+                exoip_providers::sim::azure::lab::SECONDARY_CONFIG.into(),
+            ]),
+            LabCloud::AzureLbProbe => {
+                args.extend(["--probe-port".into(), LB_PROBE_PORT.to_string()])
+            }
+            _ => {}
         }
         for extra in &self.cfg.extra_eips {
             args.push("-xi".to_string());
@@ -767,7 +995,7 @@ impl Lab {
     ) -> Result<(Option<i32>, String, String)> {
         let h = self.host(host)?;
         let mut all_env = self.cloud_env();
-        if !self.cfg.cloud.is_openstack() {
+        if self.cfg.cloud == LabCloud::Exoscale {
             all_env.push(("EXOSCALE_API_KEY", self.api_key.as_str()));
         }
         all_env.extend_from_slice(env);
@@ -791,6 +1019,19 @@ impl Lab {
     /// The credentials of the simulated cloud, as the agents get them (environment only: never
     /// on a command line).
     fn cloud_env(&self) -> Vec<(&'static str, &str)> {
+        if let Some(seed) = &self.azure_seed {
+            // A service principal; the subscription and resource group come from IMDS.
+            return vec![
+                ("AZURE_TENANT_ID", seed.tenant_id.as_str()),
+                (
+                    "AZURE_CLIENT_ID",
+                    seed.service_principals[0].client_id.as_str(),
+                ),
+                ("AZURE_CLIENT_SECRET", self.api_secret.expose()),
+                ("AZURE_AUTHORITY_HOST", SIM_URL),
+                ("EXOIP_AZURE_ARM_ENDPOINT", SIM_URL),
+            ];
+        }
         if self.cfg.cloud.is_openstack() {
             vec![
                 ("OS_AUTH_URL", OS_AUTH_URL),
@@ -808,7 +1049,8 @@ impl Lab {
         }
     }
 
-    /// The heartbeat key shared by the agents on OpenStack (mode 0600, in the lab directory).
+    /// The heartbeat key shared by the agents outside Exoscale (mode 0600, in the lab
+    /// directory).
     pub fn auth_key_path(&self) -> PathBuf {
         self.dir.join("auth-key")
     }
@@ -928,10 +1170,11 @@ impl Lab {
     }
 
     /// Brings a crashed host back as if rebooted: cable plugged, no alias left on `lo`. The agent
-    /// is not started.
+    /// is not started. (Azure lb-probe: the frontend IP stays on `lo`, as the system
+    /// configuration of every node puts it there at boot.)
     pub async fn revive(&self, host: usize) -> Result<()> {
         self.set_link(host, true).await?;
-        if self.has_alias(host).await? {
+        if self.cfg.cloud != LabCloud::AzureLbProbe && self.has_alias(host).await? {
             self.del_alias(host).await?;
         }
         Ok(())
@@ -984,9 +1227,10 @@ impl Lab {
         Ok(v)
     }
 
-    /// The device that holds the address locally: `lo`, or `eth0` in vip mode.
+    /// The device that holds the address locally: `lo`, or `eth0` for a private address on
+    /// the LAN (OpenStack vip, Azure secondary-ip).
     fn alias_device(&self) -> &'static str {
-        if self.cfg.cloud == LabCloud::OpenStackVip {
+        if self.cfg.cloud.on_lan() {
             "eth0"
         } else {
             "lo"
@@ -1059,8 +1303,14 @@ impl Lab {
         self.timeline_of(self.address())
     }
 
-    /// The simulator's holder changes of one elastic IP.
+    /// The simulator's holder changes of one elastic IP. Azure lb-probe: the emulated load
+    /// balancer's changes of the frontend IP (no API call moves it).
     pub fn timeline_of(&self, eip: Ipv4Addr) -> Result<Vec<TimelineEvent>> {
+        if self.cfg.cloud == LabCloud::AzureLbProbe {
+            let events = lock(&self.lb_events);
+            let ip = eip.to_string();
+            return Ok(events.iter().filter(|e| e.ip == ip).cloned().collect());
+        }
         let raw = match std::fs::read_to_string(self.timeline_path()) {
             Ok(s) => s,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -1077,8 +1327,19 @@ impl Lab {
     /// The hosts `eip` is attached to, per the simulator's timeline.
     pub async fn holders_of(&self, eip: Ipv4Addr) -> Result<Vec<usize>> {
         let events = self.timeline_of(eip)?;
-        let ids = events.last().map(|e| e.holders.clone()).unwrap_or_default();
-        ids.iter().map(|id| self.host_by_instance(id)).collect()
+        match events.last() {
+            Some(e) => e
+                .holders
+                .iter()
+                .map(|id| self.host_by_instance(id))
+                .collect(),
+            // The timeline records changes only: before the first one, the seed's state. Every
+            // address starts unattached, except the VIP, which the seed allows on every host.
+            None if self.cfg.cloud == LabCloud::OpenStackVip && eip == VIP => {
+                Ok((0..self.hosts.len()).collect())
+            }
+            None => Ok(Vec::new()),
+        }
     }
 
     pub fn host_by_instance(&self, id: &str) -> Result<usize> {
@@ -1265,7 +1526,31 @@ impl Lab {
 
     /// The consistent state: exactly one holder by the API, it has the alias, and no other host
     /// with a running agent has it. Returns the holder, or None when not (yet) consistent.
+    ///
+    /// Per cloud: OpenStack vip: exactly one running host has the VIP on `eth0` (the API only
+    /// knows who may hold it). Floating and Azure public IPs: one holder by the API, nobody has
+    /// it locally (the cloud NATs it). Azure secondary-ip: one holder by the API, on its
+    /// `eth0`, on no other running host's. Azure lb-probe: the load balancer sends to exactly
+    /// one host, whose agent runs and whose probe answers, and every running host has the
+    /// frontend IP on `lo`.
     pub async fn single_holder(&self) -> Result<Option<usize>> {
+        if self.cfg.cloud == LabCloud::AzureLbProbe {
+            let holders = self.holders().await?;
+            let [holder] = holders[..] else {
+                return Ok(None);
+            };
+            // Until its next probe round the load balancer may still send to a stopped agent,
+            // or to a restarted one that has not opened its probe yet: ask the probe itself.
+            if !self.agent_running(holder) || !self.probe_answers(holder).await? {
+                return Ok(None);
+            }
+            for i in 0..self.hosts.len() {
+                if self.agent_running(i) && !self.has_alias(i).await? {
+                    return Ok(None);
+                }
+            }
+            return Ok(Some(holder));
+        }
         if self.cfg.cloud == LabCloud::OpenStackVip {
             // The API only knows who *may* hold the VIP: the holder is who has it on eth0.
             let mut with = Vec::new();
@@ -1283,8 +1568,11 @@ impl Lab {
         let [holder] = holders[..] else {
             return Ok(None);
         };
-        if self.cfg.cloud == LabCloud::OpenStackFloatingIp {
-            // Neutron NATs the floating IP: nobody holds it locally.
+        if matches!(
+            self.cfg.cloud,
+            LabCloud::OpenStackFloatingIp | LabCloud::AzurePublicIp
+        ) {
+            // Neutron and Azure NAT the address: nobody holds it locally.
             return Ok(Some(holder));
         }
         for i in 0..self.hosts.len() {
@@ -1366,8 +1654,13 @@ impl Lab {
             .filter(|&i| self.agent_running(i))
             .map(|i| self.hosts[i].name.clone())
             .collect();
+        let by = if self.cfg.cloud == LabCloud::AzureLbProbe {
+            "the load balancer sends to"
+        } else {
+            "holders by the API"
+        };
         format!(
-            "state: holders by the API [{holders}], agents running [{}]",
+            "state: {by} [{holders}], agents running [{}]",
             running.join(",")
         )
     }
@@ -1464,6 +1757,47 @@ impl Drop for Lab {
         }
         netns::release_id(&self.id);
     }
+}
+
+/// Azure public-ip mode: Azure's host network translates the public IP to the private address
+/// of the ipConfiguration that holds it before the VM sees a packet, and back on the way out.
+/// The simulator routes the public IP to the holder's private address; this table in the
+/// host's namespace, applied by the lab and not by anything the agent configures, translates
+/// it (connection tracking turns the replies' source back into the public IP).
+async fn azure_public_ip_nat(ns: &str, private: Ipv4Addr) -> Result<()> {
+    let script = format!(
+        "table ip exoip_lab {{\n\tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t\tip daddr {EIP} dnat to {private}\n\t}}\n}}\n"
+    );
+    let ns = ns.to_string();
+    tokio::task::spawn_blocking(move || {
+        exoip_providers::sim::route::run_nft(
+            std::process::Command::new("ip").args(["netns", "exec", &ns, "nft", "-f", "-"]),
+            &script,
+        )
+    })
+    .await?
+    .map_err(|e| anyhow!("the public IP's NAT in a host: {e}"))
+}
+
+/// `n` TCP sockets (not yet connected) living in namespace `ns`, made on one thread.
+fn tcp_sockets_in(ns: &str, n: usize) -> Result<Vec<tokio::net::TcpSocket>> {
+    let streams = in_netns(ns, move || {
+        (0..n)
+            .map(|_| {
+                let s = socket2::Socket::new(
+                    socket2::Domain::IPV4,
+                    socket2::Type::STREAM,
+                    Some(socket2::Protocol::TCP),
+                )?;
+                s.set_nonblocking(true)?;
+                Ok(std::net::TcpStream::from(s))
+            })
+            .collect::<std::io::Result<Vec<_>>>()
+    })?;
+    Ok(streams
+        .into_iter()
+        .map(tokio::net::TcpSocket::from_std_stream)
+        .collect())
 }
 
 /// A TCP socket (not yet connected) living in namespace `ns`.

@@ -1,14 +1,16 @@
 //! The control API under `/_sim/` on the API listener: unauthenticated JSON for tests and the
 //! demo to inspect the simulated cloud and to change it behind the API's back.
 //!
-//! Both clouds:
+//! Every cloud:
 //! * `GET /_sim/state`: the cloud's state (Exoscale: zones with their elastic IPs, holder ids
-//!   and instances; OpenStack: floating IPs, ports, servers, extensions, token settings).
+//!   and instances; OpenStack: floating IPs, ports, servers, extensions, token settings;
+//!   Azure: the same as `GET /_sim/azure/state`).
 //! * `GET /_sim/timeline`: every holder change so far (see [`super::TimelineEvent`]).
 //! * `GET /_sim/faults`, `PUT /_sim/faults`: read or replace the [`super::Faults`] (fields left
 //!   out take their defaults, remaining counts included).
 //! * `PUT /_sim/elastic-ip/{ip}/holders` `{"holders":["<id>",…]}`: force the holders, as another
-//!   actor (or a split brain) would; recorded on the timeline with `"forced":true`.
+//!   actor (or a split brain) would; recorded on the timeline with `"forced":true` (Azure: at
+//!   most one VM name, as `PUT /_sim/azure/holders/{ip}`).
 //!
 //! Exoscale only:
 //! * `POST /_sim/instance/{id}/state` `{"state":"stopped"}`: change an instance's state.
@@ -20,6 +22,9 @@
 //! * `PUT /_sim/token-lifetime` `{"lifetime":"2s"}`: lifetime of the tokens issued from now on.
 //! * `DELETE /_sim/port/{id}`: delete a port (its floating IPs are dissociated).
 //! * `PUT /_sim/extension/{alias}` `{"enabled":false}`: switch a Neutron extension off or on.
+//!
+//! Azure only: everything under `/_sim/azure/` (options, token expiry, power states; see
+//! [`super::azure::control`]), served by the Azure simulator's own router ahead of this one.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -67,6 +72,7 @@ pub(crate) fn router(cloud: Cloud) -> Router {
         .route("/_sim/elastic-ip/{ip}/holders", put(force_holders));
     let specific = match &cloud {
         Cloud::Exoscale(_) => common.route("/_sim/instance/{id}/state", post(set_instance_state)),
+        Cloud::Azure(_) => common,
         Cloud::OpenStack(_) => common
             .route("/_sim/floating-ip/{ip}/holders", put(force_holders))
             .route("/_sim/address/{ip}/holders", put(force_holders))
@@ -160,7 +166,7 @@ async fn force_holders(State(cloud): Ctl, Path(ip): Path<String>, body: Bytes) -
 fn openstack(cloud: Cloud) -> Option<Arc<OsSim>> {
     match cloud {
         Cloud::OpenStack(s) => Some(s),
-        Cloud::Exoscale(_) => None,
+        Cloud::Exoscale(_) | Cloud::Azure(_) => None,
     }
 }
 

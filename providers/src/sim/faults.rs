@@ -1,9 +1,16 @@
 //! Fault injection: what the simulated API does wrong, set at start and changed at run time
 //! (`PUT /_sim/faults` or [`super::SimHandle::set_faults`]). The same faults serve every
-//! simulated cloud; on OpenStack they act on Keystone and Neutron alike, `op_delay` is the
-//! extra latency of Neutron mutations (which apply when it is over), `clock_skew_secs` shifts
-//! Keystone's token times, and the operation faults (`op_immediate`, `op_stuck`, `op_failure`,
-//! `noop_failure`) do nothing (see [`super::openstack`]).
+//! simulated cloud; each field's documentation says what it does on each:
+//! * Exoscale: on the whole API v2 (the metadata stub is never affected).
+//! * OpenStack: on Keystone and Neutron alike (not the metadata stub); `op_delay` is the extra
+//!   latency of Neutron mutations (which apply when it is over), `clock_skew_secs` shifts
+//!   Keystone's token times, and the operation faults (`op_immediate`, `op_stuck`,
+//!   `op_failure`, `noop_failure`) do nothing: Neutron's writes are synchronous (see
+//!   [`super::openstack`]).
+//! * Azure: on ARM only (the Entra ID token endpoint and IMDS are never affected); a mutation
+//!   is any ARM request but GET and HEAD; the operation faults act on the long-running
+//!   operation of a NIC or public IP PUT (`Azure-AsyncOperation`); `clock_skew_secs` and
+//!   `noop_failure` do nothing (see [`super::azure`]).
 //!
 //! JSON form (every field optional; durations are humantime strings such as `"250ms"`):
 //!
@@ -45,7 +52,8 @@ pub enum Reason {
 
 /// When a fault fires: first on the next `count` eligible requests, then on each one with
 /// `probability`. With `mutations_only`, only mutations are eligible (and count): Exoscale
-/// attach/detach, OpenStack Neutron writes (not token requests).
+/// attach/detach, OpenStack Neutron writes (not token requests), Azure ARM writes (PUT, PATCH,
+/// POST, DELETE; not token requests, which never see faults).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Trigger {
@@ -104,43 +112,61 @@ impl Trigger {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
-    /// Added to every API answer (not to the control API's).
+    /// Added to every API answer (not to the control API's). OpenStack: Keystone's and
+    /// Neutron's; Azure: ARM's only.
     #[serde(with = "humantime_str")]
     pub latency: Duration,
     /// A uniformly random extra delay in `0..=jitter` on top of `latency`.
     #[serde(with = "humantime_str")]
     pub jitter: Duration,
-    /// Answer 503 `{"message":…}` without doing anything.
+    /// Answer 503 without doing anything: Exoscale `{"message":…}`; OpenStack Keystone's or
+    /// Neutron's error body (`HTTPServiceUnavailable`); Azure ARM's `ServiceUnavailable`.
     pub unavailable: Trigger,
-    /// Answer 429 with `Retry-After: retry_after_secs` without doing anything.
+    /// Answer 429 with `Retry-After: retry_after_secs` without doing anything (OpenStack:
+    /// `HTTPTooManyRequests`; Azure: `SubscriptionRequestsThrottled`).
     pub rate_limit: Trigger,
     pub retry_after_secs: u64,
-    /// Close the connection without answering, without doing anything.
+    /// Close the connection without answering, without doing anything (Azure: ARM requests
+    /// only).
     pub drop_connection: Trigger,
     /// Every API request gets its connection closed without an answer (the control API on the
-    /// same listener keeps working, so the cloud can be brought back).
+    /// same listener keeps working, so the cloud can be brought back). OpenStack: Keystone and
+    /// Neutron; Azure: ARM only, tokens are still issued.
     pub api_down: bool,
     /// How long an operation stays `pending` before its change applies. Zero applies the change
     /// before the answer is sent (the answer still says `pending`). OpenStack: how long a
-    /// Neutron mutation takes before it applies and answers.
+    /// Neutron mutation takes before it applies and answers. Azure: how long the long-running
+    /// operation of a NIC or public IP PUT stays `InProgress` (the resource `Updating`) before
+    /// its change applies; zero applies it before the answer is sent, which still says
+    /// `Updating`.
     #[serde(with = "humantime_str")]
     pub op_delay: Duration,
     /// Mutations answer with the operation already terminal (`success`), as some real calls do.
+    /// OpenStack: no effect. Azure: the PUT answers with the change applied and
+    /// `provisioningState` `Succeeded`; its operation is already `Succeeded`.
     pub op_immediate: bool,
-    /// The operation stays `pending` forever and its change never applies.
+    /// The operation stays `pending` forever and its change never applies. OpenStack: no
+    /// effect. Azure: the operation stays `InProgress` and the resource `Updating`, refusing
+    /// other writes as busy.
     pub op_stuck: Trigger,
     /// The operation ends in `failure` with `op_failure_reason`; its change never applies.
+    /// OpenStack: no effect. Azure: the operation ends `Failed` (`Canceled` for
+    /// `interrupted`) with an ARM error code matching the reason (`conflict`: `Conflict`,
+    /// `busy`: `RetryableErrorDueToAnotherOperation`, `forbidden`: `AuthorizationFailed`, …);
+    /// the resource keeps its previous state (and shows `Failed` unless canceled).
     pub op_failure: Trigger,
     pub op_failure_reason: Reason,
     /// The mutation is accepted (and applied with a zero `op_delay`), then the connection is
-    /// closed instead of answering: the client cannot know it worked.
+    /// closed instead of answering: the client cannot know it worked. OpenStack: a successful
+    /// Neutron write. Azure: a NIC or public IP PUT, whose operation runs on as if answered.
     pub response_lost: Trigger,
     /// Added to the simulator's clock when checking signature expiry (positive: the cloud's
     /// clock is ahead, so signatures expire early). OpenStack: Keystone's clock, for the
-    /// `issued_at`/`expires_at` of new tokens and their expiry.
+    /// `issued_at`/`expires_at` of new tokens and their expiry. Azure: no effect.
     pub clock_skew_secs: i64,
     /// `None`: re-attaching a holder or detaching a non-holder succeeds as a no-op. `Some(r)`:
-    /// such an operation ends in `failure` with reason `r` (e.g. `conflict`).
+    /// such an operation ends in `failure` with reason `r` (e.g. `conflict`). Exoscale only: no
+    /// effect on OpenStack and Azure (`exoip sim` refuses `--noop-failure` for them).
     pub noop_failure: Option<Reason>,
 }
 

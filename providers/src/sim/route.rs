@@ -8,6 +8,9 @@
 //!   with. The simulator does the same with nftables, in a table of its own ([`NAT_TABLE`]):
 //!   [`nat_script`] rewrites the whole table in one atomic `nft -f -` transaction on every
 //!   change, [`nat_teardown_script`] deletes it at exit.
+//! * Azure: the kernel route of each public IP points at its holder VM's private IP (the
+//!   primary address of the NIC whose ipConfiguration has it; [`route_args`], run with `ip`);
+//!   secondary private addresses are the guest's business and get no route.
 //!
 //! It runs synchronously inside the state change, before the API reports success: "attached"
 //! in the API then implies "routed".

@@ -21,7 +21,9 @@ pub enum HolderEvent {
 
 /// One holder change. On OpenStack, `zone` is the region, `eip_id` the floating IP's id (for a
 /// VIP in `allowed_address_pairs`, the id of the port holding it as a fixed IP, or empty) and
-/// `instance` the server id (the port id for a port without a device). E.g.
+/// `instance` the server id (the port id for a port without a device). On Azure, `zone` is the
+/// location, `eip_id` the public IP's resource id (for a secondary private address, the id of
+/// the ipConfiguration holding it) and `instance` and `holders` are VM names. E.g.
 /// `{"t":1767225600.123456,"zone":"ch-gva-2","ip":"203.0.113.10","eip_id":"…","event":"attach",
 /// "instance":"…","holders":["…","…"]}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

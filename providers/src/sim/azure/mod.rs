@@ -16,7 +16,9 @@
 //!   source address.
 //!
 //! [`AzureSim::serve`] binds both listeners with the shared server plumbing (which can drop
-//! connections).
+//! connections). The shared simulator handle ([`crate::sim::start`] with
+//! [`crate::sim::SimConfig::azure`], and `exoip sim --provider azure`) serves the same routers
+//! and adds the generic control API under `/_sim/` (state, timeline, faults, forced holders).
 //!
 //! Where the real API is ambiguous the simulator is the stricter one; what it decides on its
 //! own is marked "(simulator)" in error messages and in [`seed::AzureOptions`].
@@ -45,7 +47,7 @@ mod login;
 pub mod seed;
 mod world;
 
-pub use seed::{AzureOptions, AzureSeed, AzureSeedError, EXAMPLE_AZURE_SEED};
+pub use seed::{lab, AzureLabSeed, AzureOptions, AzureSeed, AzureSeedError, EXAMPLE_AZURE_SEED};
 
 use world::{failure_of, new_etag, IpConfig, OpStatus, OpTarget, ProvState, World};
 

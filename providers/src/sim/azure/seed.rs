@@ -51,6 +51,9 @@
 //! unique per virtual network and sit inside their subnet outside Azure's reserved addresses,
 //! and a public IP is on at most one ipConfiguration. Unknown fields are rejected so that a typo
 //! does not silently seed a different cloud.
+//!
+//! Built in Rust: [`AzureSeed::lab`] and [`AzureLabSeed`] (the lab topology, names and
+//! addresses in [`lab`]); [`AzureSeed::to_json`] writes a seed file.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -59,7 +62,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::sim::faults::humantime_str;
 use crate::Secret;
@@ -200,7 +203,7 @@ impl AzureOptions {
 }
 
 /// The initial state of the simulated Azure. See the module documentation for the format.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AzureSeed {
     pub tenant_id: String,
@@ -221,34 +224,38 @@ pub struct AzureSeed {
     pub options: AzureOptions,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedServicePrincipal {
     #[serde(default)]
     pub name: String,
     pub client_id: String,
-    #[serde(deserialize_with = "de_secret")]
+    #[serde(serialize_with = "ser_secret", deserialize_with = "de_secret")]
     pub client_secret: Secret,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedVnet {
     pub name: String,
-    #[serde(default, deserialize_with = "de_prefixes")]
+    #[serde(
+        default,
+        serialize_with = "ser_prefixes",
+        deserialize_with = "de_prefixes"
+    )]
     pub address_prefixes: Vec<Ipv4Net>,
     pub subnets: Vec<SeedSubnet>,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedSubnet {
     pub name: String,
-    #[serde(deserialize_with = "de_prefix")]
+    #[serde(serialize_with = "ser_prefix", deserialize_with = "de_prefix")]
     pub address_prefix: Ipv4Net,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedNsg {
     pub name: String,
@@ -256,7 +263,7 @@ pub struct SeedNsg {
     pub tags: BTreeMap<String, String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedPublicIp {
     pub name: String,
@@ -273,7 +280,7 @@ fn default_idle_timeout() -> u32 {
     4
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedIdentity {
     pub name: String,
@@ -281,14 +288,14 @@ pub struct SeedIdentity {
     pub principal_id: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedSystemIdentity {
     pub client_id: String,
     pub principal_id: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedVm {
     pub name: String,
@@ -301,7 +308,7 @@ pub struct SeedVm {
     pub power_state: String,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_identity: Option<SeedSystemIdentity>,
     #[serde(default)]
     pub user_identities: Vec<String>,
@@ -316,31 +323,31 @@ fn running() -> String {
     "running".into()
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedNic {
     pub name: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nsg: Option<String>,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
     #[serde(default)]
     pub enable_ip_forwarding: bool,
     pub ip_configurations: Vec<SeedIpConfig>,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedIpConfig {
     pub name: String,
     pub private_ip: Ipv4Addr,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary: Option<bool>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_ip: Option<String>,
 }
 
@@ -362,6 +369,19 @@ fn de_prefixes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Ipv4Net>, D::Error
 
 fn de_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
     String::deserialize(d).map(Secret::new)
+}
+
+fn ser_secret<S: Serializer>(s: &Secret, ser: S) -> Result<S::Ok, S::Error> {
+    // Deliberate: a seed written to a file must carry the credentials it defines.
+    ser.serialize_str(s.expose())
+}
+
+fn ser_prefix<S: Serializer>(p: &Ipv4Net, ser: S) -> Result<S::Ok, S::Error> {
+    ser.collect_str(p)
+}
+
+fn ser_prefixes<S: Serializer>(ps: &[Ipv4Net], ser: S) -> Result<S::Ok, S::Error> {
+    ser.collect_seq(ps.iter().map(|p| p.to_string()))
 }
 
 /// Azure's reserved addresses of a subnet: the network address, the gateway (.1), the two DNS
@@ -499,100 +519,27 @@ impl AzureSeed {
         AzureSeed::from_json(EXAMPLE_AZURE_SEED).expect("the example seed is valid")
     }
 
-    /// The lab topology with `hosts` VMs `lb1`…`lbN` (1 to 80): one NIC each (`nic-lbN`,
-    /// primary address 192.0.2.(10+N) in subnet 192.0.2.0/24, NSG `exoip`, tag
-    /// `exoip-group=lab`), the public IP 203.0.113.10 on lb1's primary ipConfiguration, the
-    /// secondary address 192.0.2.100 as ipConfiguration `vip` on lb1's NIC, one service
-    /// principal, a system-assigned identity per VM and the user-assigned identity `id-exoip`
-    /// on every VM.
+    /// The lab topology with `hosts` VMs `lb1`…`lbN` (1 to 80), the public IP and the `vip`
+    /// secondary address on lb1: [`AzureLabSeed`]`{ hosts, ..Default::default() }`.
     pub fn lab(hosts: usize) -> Result<AzureSeed, AzureSeedError> {
-        if !(1..=80).contains(&hosts) {
-            return Err(invalid(format!(
-                "the lab has 1 to 80 hosts (192.0.2.11-.90), not {hosts}"
-            )));
+        AzureLabSeed {
+            hosts,
+            ..AzureLabSeed::default()
         }
-        let net: Ipv4Net = "192.0.2.0/24".parse().expect("a valid prefix");
-        let tags = BTreeMap::from([("exoip-group".to_string(), "lab".to_string())]);
-        let vms = (1..=hosts)
-            .map(|n| {
-                let mut ip_configurations = vec![SeedIpConfig {
-                    name: "ipconfig1".into(),
-                    private_ip: Ipv4Addr::new(192, 0, 2, 10 + n as u8),
-                    subnet: Some("vnet-exoip/default".into()),
-                    primary: Some(true),
-                    public_ip: (n == 1).then(|| "pip-vip".to_string()),
-                }];
-                if n == 1 {
-                    ip_configurations.push(SeedIpConfig {
-                        name: "vip".into(),
-                        private_ip: Ipv4Addr::new(192, 0, 2, 100),
-                        subnet: Some("vnet-exoip/default".into()),
-                        primary: None,
-                        public_ip: None,
-                    });
-                }
-                SeedVm {
-                    name: format!("lb{n}"),
-                    vm_id: format!("7a1d0000-0000-4000-8000-{:012}", 10 + n),
-                    zone: String::new(),
-                    size: default_size(),
-                    power_state: running(),
-                    tags: tags.clone(),
-                    system_identity: Some(SeedSystemIdentity {
-                        client_id: format!("5e1f0000-0000-4000-8000-{:012}", 10 + n),
-                        principal_id: format!("5e1f0000-0000-4000-9000-{:012}", 10 + n),
-                    }),
-                    user_identities: vec!["id-exoip".into()],
-                    nics: vec![SeedNic {
-                        name: format!("nic-lb{n}"),
-                        nsg: Some("exoip".into()),
-                        tags: tags.clone(),
-                        mac: None,
-                        enable_ip_forwarding: false,
-                        ip_configurations,
-                    }],
-                }
-            })
-            .collect();
-        let seed = AzureSeed {
-            tenant_id: "5b1f4b2e-0000-4000-8000-000000000001".into(),
-            subscription_id: "8d10c5e2-0000-4000-8000-000000000002".into(),
-            resource_group: "rg-exoip".into(),
-            location: "westeurope".into(),
-            service_principals: vec![SeedServicePrincipal {
-                name: "exoip".into(),
-                client_id: "c1e7a9f0-0000-4000-8000-000000000003".into(),
-                client_secret: Secret::new("sim-azure-secret-change-me"),
-            }],
-            virtual_networks: vec![SeedVnet {
-                name: "vnet-exoip".into(),
-                address_prefixes: vec![net],
-                subnets: vec![SeedSubnet {
-                    name: "default".into(),
-                    address_prefix: net,
-                }],
-            }],
-            network_security_groups: vec![SeedNsg {
-                name: "exoip".into(),
-                tags: BTreeMap::new(),
-            }],
-            public_ips: vec![SeedPublicIp {
-                name: "pip-vip".into(),
-                ip: Ipv4Addr::new(203, 0, 113, 10),
-                zones: Vec::new(),
-                tags: BTreeMap::new(),
-                idle_timeout_minutes: default_idle_timeout(),
-            }],
-            user_assigned_identities: vec![SeedIdentity {
-                name: "id-exoip".into(),
-                client_id: "a5e1d000-0000-4000-8000-000000000001".into(),
-                principal_id: "a5e1d000-0000-4000-8000-000000000002".into(),
-            }],
-            vms,
-            options: AzureOptions::default(),
-        };
-        seed.validate()?;
-        Ok(seed)
+        .build()
+    }
+
+    /// The seed as JSON, client secrets included (write it to a file only root can read);
+    /// [`AzureSeed::from_json`] reads it back.
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("seeds serialise");
+        s.push('\n');
+        s
+    }
+
+    /// The VM with this name (case-insensitively, as ARM compares names).
+    pub fn vm(&self, name: &str) -> Option<&SeedVm> {
+        self.vms.iter().find(|v| v.name.eq_ignore_ascii_case(name))
     }
 
     /// Checks formats, references and uniqueness; the first problem found is reported.
@@ -906,6 +853,223 @@ impl AzureSeed {
     }
 }
 
+/// Names and addresses of the lab topology ([`AzureLabSeed`]).
+pub mod lab {
+    use std::net::Ipv4Addr;
+
+    /// The ids of the example seed (and of [`super::AzureLabSeed`] without `random_ids`).
+    pub const TENANT_ID: &str = "5b1f4b2e-0000-4000-8000-000000000001";
+    pub const SUBSCRIPTION_ID: &str = "8d10c5e2-0000-4000-8000-000000000002";
+    pub const CLIENT_ID: &str = "c1e7a9f0-0000-4000-8000-000000000003";
+    pub const RESOURCE_GROUP: &str = "rg-exoip";
+    pub const LOCATION: &str = "westeurope";
+    pub const SERVICE_PRINCIPAL: &str = "exoip";
+    pub const VNET: &str = "vnet-exoip";
+    pub const SUBNET: &str = "default";
+    pub const SUBNET_PREFIX: &str = "192.0.2.0/24";
+    pub const NSG: &str = "exoip";
+    /// Every VM and NIC carries this tag (`exoip-group=lab`).
+    pub const GROUP_TAG: (&str, &str) = ("exoip-group", "lab");
+    pub const USER_IDENTITY: &str = "id-exoip";
+    /// Each NIC's primary ipConfiguration.
+    pub const PRIMARY_CONFIG: &str = "ipconfig1";
+    pub const PUBLIC_IP_NAME: &str = "pip-vip";
+    pub const PUBLIC_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+    /// The secondary ipConfiguration holding [`SECONDARY_IP`].
+    pub const SECONDARY_CONFIG: &str = "vip";
+    pub const SECONDARY_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+    /// The most VMs the lab has (192.0.2.11-.90, below the secondary address).
+    pub const MAX_HOSTS: usize = 80;
+
+    /// The name of VM `i` (0-based): `lb1`, `lb2`, …; the simulator and the Azure provider
+    /// name holders (instance ids) by VM name.
+    pub fn vm_name(i: usize) -> String {
+        format!("lb{}", i + 1)
+    }
+
+    /// The NIC of VM `i` (0-based): `nic-lb1`, ….
+    pub fn nic_name(i: usize) -> String {
+        format!("nic-lb{}", i + 1)
+    }
+
+    /// The primary address of VM `i` (0-based): 192.0.2.11 + i (the IMDS caller's source).
+    pub fn host_ip(i: usize) -> Ipv4Addr {
+        Ipv4Addr::new(192, 0, 2, 11 + i as u8)
+    }
+}
+
+/// Builds the lab topology: one resource group in `westeurope`, virtual network `vnet-exoip`
+/// with subnet `default` 192.0.2.0/24, NSG `exoip`, the public IP `pip-vip` 203.0.113.10,
+/// the user-assigned identity `id-exoip`, one service principal (`exoip`, secret of your
+/// choosing), and VMs `lb1`…`lbN` (names from [`lab::vm_name`]) with one NIC each (`nic-lbN`,
+/// primary ipConfiguration `ipconfig1` at 192.0.2.(10+N), NSG `exoip`, tag
+/// `exoip-group=lab`), a system-assigned identity each and `id-exoip` assigned. The public IP
+/// sits on the primary ipConfiguration of VM `public_ip_on`, the secondary ipConfiguration
+/// `vip` 192.0.2.100 on VM `secondary_on`'s NIC.
+///
+/// ```
+/// use exoip_providers::sim::azure::{lab, AzureLabSeed};
+/// use exoip_providers::Secret;
+/// let seed = AzureLabSeed {
+///     hosts: 4,
+///     public_ip_on: None,
+///     client_secret: Secret::new("s3cret"),
+///     ..AzureLabSeed::default()
+/// }
+/// .build()
+/// .unwrap();
+/// assert_eq!(seed.vms[3].name, lab::vm_name(3));
+/// assert_eq!(seed.service_principals[0].client_secret.expose(), "s3cret");
+/// ```
+#[derive(Clone, Debug)]
+pub struct AzureLabSeed {
+    /// Number of VMs, 1 to [`lab::MAX_HOSTS`].
+    pub hosts: usize,
+    /// The VM (0-based index into `lb1…`) whose primary ipConfiguration holds the public IP;
+    /// `None`: the public IP is unattached.
+    pub public_ip_on: Option<usize>,
+    /// The VM (0-based) whose NIC has the secondary ipConfiguration `vip` (192.0.2.100);
+    /// `None`: no NIC has it.
+    pub secondary_on: Option<usize>,
+    /// The service principal's client secret.
+    pub client_secret: Secret,
+    /// Random GUIDs (tenant, subscription, client, VM and identity ids) instead of the fixed
+    /// ones of [`lab`] and the example seed.
+    pub random_ids: bool,
+    pub options: AzureOptions,
+}
+
+impl Default for AzureLabSeed {
+    /// The example seed's topology: three VMs, public IP and `vip` on lb1, fixed ids.
+    fn default() -> Self {
+        AzureLabSeed {
+            hosts: 3,
+            public_ip_on: Some(0),
+            secondary_on: Some(0),
+            client_secret: Secret::new("sim-azure-secret-change-me"),
+            random_ids: false,
+            options: AzureOptions::default(),
+        }
+    }
+}
+
+impl AzureLabSeed {
+    /// The seed this describes, validated. Refuses `hosts` outside 1 to [`lab::MAX_HOSTS`]
+    /// and a `public_ip_on` or `secondary_on` that names no VM.
+    pub fn build(&self) -> Result<AzureSeed, AzureSeedError> {
+        if !(1..=lab::MAX_HOSTS).contains(&self.hosts) {
+            return Err(invalid(format!(
+                "the lab has 1 to {} hosts (192.0.2.11-.90), not {}",
+                lab::MAX_HOSTS,
+                self.hosts
+            )));
+        }
+        for (what, on) in [
+            ("public_ip_on", self.public_ip_on),
+            ("secondary_on", self.secondary_on),
+        ] {
+            if let Some(i) = on.filter(|i| *i >= self.hosts) {
+                return Err(invalid(format!(
+                    "{what}: VM index {i} is not one of the {} lab VMs (0-based)",
+                    self.hosts
+                )));
+            }
+        }
+        // Fixed ids read like the example's: a per-kind prefix and a readable tail.
+        let guid = |fixed: String| -> String {
+            if self.random_ids {
+                uuid::Uuid::new_v4().to_string()
+            } else {
+                fixed
+            }
+        };
+        let net: Ipv4Net = lab::SUBNET_PREFIX.parse().expect("a valid prefix");
+        let subnet_ref = format!("{}/{}", lab::VNET, lab::SUBNET);
+        let tags = BTreeMap::from([(lab::GROUP_TAG.0.to_string(), lab::GROUP_TAG.1.to_string())]);
+        let vms = (0..self.hosts)
+            .map(|i| {
+                let n = i + 1;
+                let mut ip_configurations = vec![SeedIpConfig {
+                    name: lab::PRIMARY_CONFIG.into(),
+                    private_ip: lab::host_ip(i),
+                    subnet: Some(subnet_ref.clone()),
+                    primary: Some(true),
+                    public_ip: (self.public_ip_on == Some(i)).then(|| lab::PUBLIC_IP_NAME.into()),
+                }];
+                if self.secondary_on == Some(i) {
+                    ip_configurations.push(SeedIpConfig {
+                        name: lab::SECONDARY_CONFIG.into(),
+                        private_ip: lab::SECONDARY_IP,
+                        subnet: Some(subnet_ref.clone()),
+                        primary: None,
+                        public_ip: None,
+                    });
+                }
+                SeedVm {
+                    name: lab::vm_name(i),
+                    vm_id: guid(format!("7a1d0000-0000-4000-8000-{:012}", 10 + n)),
+                    zone: String::new(),
+                    size: default_size(),
+                    power_state: running(),
+                    tags: tags.clone(),
+                    system_identity: Some(SeedSystemIdentity {
+                        client_id: guid(format!("5e1f0000-0000-4000-8000-{:012}", 10 + n)),
+                        principal_id: guid(format!("5e1f0000-0000-4000-9000-{:012}", 10 + n)),
+                    }),
+                    user_identities: vec![lab::USER_IDENTITY.into()],
+                    nics: vec![SeedNic {
+                        name: lab::nic_name(i),
+                        nsg: Some(lab::NSG.into()),
+                        tags: tags.clone(),
+                        mac: None,
+                        enable_ip_forwarding: false,
+                        ip_configurations,
+                    }],
+                }
+            })
+            .collect();
+        let seed = AzureSeed {
+            tenant_id: guid(lab::TENANT_ID.into()),
+            subscription_id: guid(lab::SUBSCRIPTION_ID.into()),
+            resource_group: lab::RESOURCE_GROUP.into(),
+            location: lab::LOCATION.into(),
+            service_principals: vec![SeedServicePrincipal {
+                name: lab::SERVICE_PRINCIPAL.into(),
+                client_id: guid(lab::CLIENT_ID.into()),
+                client_secret: self.client_secret.clone(),
+            }],
+            virtual_networks: vec![SeedVnet {
+                name: lab::VNET.into(),
+                address_prefixes: vec![net],
+                subnets: vec![SeedSubnet {
+                    name: lab::SUBNET.into(),
+                    address_prefix: net,
+                }],
+            }],
+            network_security_groups: vec![SeedNsg {
+                name: lab::NSG.into(),
+                tags: BTreeMap::new(),
+            }],
+            public_ips: vec![SeedPublicIp {
+                name: lab::PUBLIC_IP_NAME.into(),
+                ip: lab::PUBLIC_IP,
+                zones: Vec::new(),
+                tags: BTreeMap::new(),
+                idle_timeout_minutes: default_idle_timeout(),
+            }],
+            user_assigned_identities: vec![SeedIdentity {
+                name: lab::USER_IDENTITY.into(),
+                client_id: guid("a5e1d000-0000-4000-8000-000000000001".into()),
+                principal_id: guid("a5e1d000-0000-4000-8000-000000000002".into()),
+            }],
+            vms,
+            options: self.options.clone(),
+        };
+        seed.validate()?;
+        Ok(seed)
+    }
+}
+
 impl fmt::Display for AzureSeed {
     /// A one-line summary for start-up logs (no secrets).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -946,9 +1110,99 @@ mod tests {
     }
 
     #[test]
+    fn lab_builder_places_the_addresses_and_the_secret() {
+        let b = AzureLabSeed {
+            hosts: 4,
+            public_ip_on: None,
+            secondary_on: Some(2),
+            client_secret: Secret::new("lab-chosen-secret"),
+            random_ids: true,
+            ..AzureLabSeed::default()
+        };
+        let seed = b.build().unwrap();
+        let names: Vec<&str> = seed.vms.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["lb1", "lb2", "lb3", "lb4"]);
+        for (i, vm) in seed.vms.iter().enumerate() {
+            assert_eq!(vm.name, lab::vm_name(i));
+            assert_eq!(vm.nics[0].name, lab::nic_name(i));
+            let primary = &vm.nics[0].ip_configurations[0];
+            assert_eq!(primary.private_ip, lab::host_ip(i));
+            assert_eq!(primary.public_ip, None, "the public IP starts unattached");
+            let secondary: Vec<_> = vm.nics[0].ip_configurations[1..].iter().collect();
+            if i == 2 {
+                assert_eq!(secondary.len(), 1);
+                assert_eq!(secondary[0].name, lab::SECONDARY_CONFIG);
+                assert_eq!(secondary[0].private_ip, lab::SECONDARY_IP);
+            } else {
+                assert!(secondary.is_empty());
+            }
+        }
+        assert_eq!(seed.public_ips[0].ip, lab::PUBLIC_IP);
+        assert_eq!(
+            seed.service_principals[0].client_secret.expose(),
+            "lab-chosen-secret"
+        );
+        assert_ne!(seed.tenant_id, lab::TENANT_ID, "random ids");
+        assert_ne!(seed, b.build().unwrap(), "fresh ids on every build");
+
+        let on_lb1 = AzureLabSeed::default().build().unwrap();
+        assert_eq!(on_lb1, AzureSeed::example());
+        assert_eq!(
+            on_lb1.vm("LB1").unwrap().nics[0].ip_configurations[0]
+                .public_ip
+                .as_deref(),
+            Some(lab::PUBLIC_IP_NAME)
+        );
+
+        for bad in [
+            AzureLabSeed {
+                public_ip_on: Some(3),
+                ..AzureLabSeed::default()
+            },
+            AzureLabSeed {
+                secondary_on: Some(3),
+                ..AzureLabSeed::default()
+            },
+            AzureLabSeed {
+                client_secret: Secret::new(""),
+                ..AzureLabSeed::default()
+            },
+        ] {
+            assert!(bad.build().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn seeds_round_trip_through_json() {
+        let seed = AzureLabSeed {
+            hosts: 2,
+            public_ip_on: Some(1),
+            secondary_on: None,
+            client_secret: Secret::new("round-trip"),
+            random_ids: true,
+            options: AzureOptions {
+                token_lifetime: Duration::from_secs(30),
+                imds_default_vm: Some("lb2".into()),
+                ..AzureOptions::default()
+            },
+        }
+        .build()
+        .unwrap();
+        let text = seed.to_json();
+        assert!(
+            text.contains("\"round-trip\""),
+            "the file carries the secret"
+        );
+        assert_eq!(AzureSeed::from_json(&text).unwrap(), seed);
+        let example = AzureSeed::example();
+        assert_eq!(AzureSeed::from_json(&example.to_json()).unwrap(), example);
+    }
+
+    #[test]
     fn secrets_do_not_reach_debug_output() {
         let seed = AzureSeed::example();
-        let dbg = format!("{seed:?} {seed}");
+        let builder = AzureLabSeed::default();
+        let dbg = format!("{seed:?} {seed} {builder:?}");
         assert!(!dbg.contains("sim-azure-secret-change-me"), "{dbg}");
     }
 
