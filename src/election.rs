@@ -16,8 +16,11 @@
 //!   hold-off period, so a flapping peer cannot bounce the address.
 //! - A `Master` yields only when a better eligible peer announces `Master` (it has attached), so a
 //!   handover has overlap, never a gap. The new master fences the old one through the API.
-//! - Graceful stop: announce `leaving`, wait (bounded) for another node to announce `Master`,
-//!   then detach from self, drop the alias and exit.
+//! - A backup the API still shows attached keeps the alias and re-reads every interval: it
+//!   serves until fenced, and steps aside itself (detach) once another node holds it while a
+//!   live peer is master (an old exoip master never fences a live node).
+//! - Graceful stop: announce `leaving`, wait (bounded) for another node to announce `Master`
+//!   and for the API to show another holder, then detach from self, drop the alias and exit.
 //! - Reconcile periodically: re-read the holders; a master re-attaches and fences as needed and
 //!   re-asserts its alias; a backup makes sure it has no alias.
 //! - Health: failing weighted checks add their weight to every priority value; any other
@@ -652,7 +655,16 @@ impl Core {
                     out.push(Action::Reasserted(ip));
                 }
                 slot.holders = Some((holders, now));
-                slot.next_reconcile = now + self.params.reconcile_interval;
+                // Handing over, or a backup still attached: watch every interval for the
+                // successor's attach or for being fenced.
+                let watch = slot.role == Role::Leaving
+                    || (slot.role == Role::Backup && self_attached && !local);
+                slot.next_reconcile = now
+                    + if watch {
+                        self.params.interval
+                    } else {
+                        self.params.reconcile_interval
+                    };
                 if slot.role != Role::Master || local {
                     // Local mode decides whom to fence from the live peers at call time.
                     slot.to_fence.clear();
@@ -660,6 +672,8 @@ impl Core {
                 if slot.role == Role::Master && !self_attached && !local {
                     // Back off as after a failure: if the API keeps disagreeing right after our
                     // attach, re-claiming in a tight loop would only hammer it.
+                    // And fence nobody on the strength of this read: we do not hold it.
+                    slot.to_fence.clear();
                     slot.disagreements = slot.disagreements.saturating_add(1);
                     let delay = self.backoff(self.slots[i].disagreements);
                     self.slots[i].retry_at = Some(now + delay);
@@ -823,6 +837,7 @@ impl Core {
         let i_win = winner.as_ref().is_some_and(|w| w.1 == me);
         // Peers do not change while deciding: look the best master up once.
         let master_peer = self.best_master_peer(now, ip);
+        let master_alive = master_peer.is_some();
         let better_master = master_peer
             .clone()
             .filter(|(prio, id, _)| (*prio, id.clone()) < my_rank);
@@ -899,6 +914,12 @@ impl Core {
             Role::Master => {
                 if let Some((_, id, _)) = better_master {
                     self.slots[i].to_fence.clear();
+                    if !self.params.claim.is_local() {
+                        // Read soon whether the new master fenced us; if it does not (an old
+                        // exoip peer never fences a live node), we detach ourselves.
+                        let soon = now + self.params.interval;
+                        self.slots[i].next_reconcile = self.slots[i].next_reconcile.min(soon);
+                    }
                     let why = format!("{id} took over");
                     self.set_role_about(i, Role::Backup, &why, Some(id), out);
                 }
@@ -916,9 +937,23 @@ impl Core {
                 let idle = slot.inflight.is_none();
                 let may_call = idle && slot.retry_at.is_none_or(|r| now >= r);
                 let holders_known = slot.holders.is_some();
-                if successor || !anyone_alive || timed_out || !we_hold {
+                let local = self.params.claim.is_local();
+                // Let go only once the API shows another holder, read after we started leaving:
+                // a successor's word is not enough (an old exoip peer's role is only implied,
+                // and one that announces before its attach went through would leave a gap).
+                let last_read = slot.holders.as_ref().map(|(h, t)| (h, *t));
+                let taken =
+                    last_read.is_some_and(|(h, t)| t >= since && h.iter().any(|x| *x != me));
+                let handed_over = successor && (local || taken);
+                if successor && !handed_over && we_hold && !timed_out && may_call {
+                    let stale = last_read.is_none_or(|(_, t)| t < since);
+                    if stale || now >= slot.next_reconcile {
+                        self.start_op(i, Op::ReadHolders, out);
+                    }
+                    return;
+                }
+                if handed_over || !anyone_alive || timed_out || !we_hold {
                     let to = self.after_leaving();
-                    let local = self.params.claim.is_local();
                     if may_call || local {
                         self.set_alias(i, false, out);
                         // Local mode: dropping the address is the release; the permission
@@ -977,6 +1012,20 @@ impl Core {
                     Some(t) => self.start_op(i, Op::Detach(t), out),
                     None => self.slots[i].to_fence.clear(),
                 }
+            }
+            // A backup the API still shows attached, next to another holder while a live peer
+            // is master, steps aside itself: the master normally fences it, but a master that
+            // does not (an old exoip in a mixed cluster) would otherwise share the address with
+            // a node that no longer has the alias.
+            Role::Backup
+                if self.params.claim == ClaimMode::Api
+                    && master_alive
+                    && slot
+                        .holders
+                        .as_ref()
+                        .is_some_and(|(h, _)| h.contains(&me) && h.len() > 1) =>
+            {
+                self.start_op(i, Op::Detach(me), out)
             }
             _ if now >= slot.next_reconcile => self.start_op(i, Op::ReadHolders, out),
             _ => {}
@@ -1043,6 +1092,12 @@ impl Core {
                 .is_some_and(|(h, _)| h.contains(&self.params.node)),
             // Keep whatever we had until the attach or the release settles it.
             Role::Claiming | Role::Leaving => s.alias_on,
+            // A backup the API still routes the address to keeps serving it until it is
+            // fenced or steps aside (a hand-over overlaps instead of dropping traffic).
+            Role::Backup if !self.params.claim.is_local() => s
+                .holders
+                .as_ref()
+                .is_some_and(|(h, _)| h.contains(&self.params.node)),
             Role::Backup | Role::Fault | Role::Stopped => false,
         }
     }

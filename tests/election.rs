@@ -74,6 +74,9 @@ struct Cluster {
     api_down: BTreeSet<usize>,
     /// Node indexes whose attach calls succeed but change nothing.
     attach_ignored: BTreeSet<usize>,
+    /// Node indexes whose detach calls for other nodes succeed but change nothing (an old
+    /// exoip master never fences a live node).
+    fence_ignored: BTreeSet<usize>,
     holders: BTreeMap<IpAddr, BTreeSet<String>>,
     /// (time, holders) after every change.
     timeline: Vec<(Time, BTreeSet<String>)>,
@@ -95,6 +98,7 @@ impl Cluster {
             cut: BTreeSet::new(),
             api_down: BTreeSet::new(),
             attach_ignored: BTreeSet::new(),
+            fence_ignored: BTreeSet::new(),
             holders: BTreeMap::new(),
             timeline: vec![(Time::ZERO, BTreeSet::new())],
             api_calls: 0,
@@ -237,6 +241,7 @@ impl Cluster {
             Op::ReadHolders => return OpResult::Holders(set.iter().cloned().collect()),
             Op::Attach if self.attach_ignored.contains(&i) => false,
             Op::Attach => set.insert(me),
+            Op::Detach(who) if *who != me && self.fence_ignored.contains(&i) => false,
             Op::Admit(who) => set.insert(who.clone()),
             Op::Detach(who) => set.remove(who),
         };
@@ -502,6 +507,49 @@ fn a_better_node_joining_preempts_without_a_gap() {
     );
     c.run_for(ms(10000));
     c.assert_settled_on("lb1");
+    assert_eq!(c.longest_gap_after(t0), Duration::ZERO);
+}
+
+#[test]
+fn a_backup_steps_aside_when_the_new_master_does_not_fence_it() {
+    let mut c = Cluster::new(&[("lb2", 20)], ms(1000), 3);
+    c.run_for(ms(6000));
+    c.assert_settled_on("lb2");
+    let t0 = c.now;
+    let lb1 = c.add_node("lb1", 10, ms(1000), 3);
+    c.fence_ignored.insert(lb1);
+    // lb1 preempts after its hold-off; it never fences lb2, which detaches itself within a few
+    // intervals of yielding, long before its 30 s reconcile.
+    c.run_for(ms(9000));
+    c.assert_settled_on("lb1");
+    assert_eq!(c.longest_gap_after(t0), Duration::ZERO);
+}
+
+#[test]
+fn a_leaving_master_lets_go_only_once_the_api_shows_the_successor() {
+    let mut c = Cluster::new(&[("lb1", 10), ("lb2", 20)], ms(1000), 3);
+    c.run_for(ms(6000));
+    c.assert_settled_on("lb1");
+    // lb2's attach "succeeds" but changes nothing: it announces Master all the same.
+    c.attach_ignored.insert(1);
+    let t0 = c.now;
+    c.input(0, Input::Signal(Signal::Stop));
+    c.run_for(ms(5000));
+    assert!(
+        c.first_time_not_held_by("lb1", t0).is_none(),
+        "lb1 let go although the API never showed a successor\n{}",
+        c.dump()
+    );
+    // Past the leave timeout (2 dead periods) it releases anyway and exits.
+    c.run_for(ms(3000));
+    assert!(c.nodes[0].exited, "{}", c.dump());
+    // With a working successor the hand-over has no gap.
+    let mut c = Cluster::new(&[("lb1", 10), ("lb2", 20)], ms(1000), 3);
+    c.run_for(ms(6000));
+    let t0 = c.now;
+    c.input(0, Input::Signal(Signal::Stop));
+    c.run_for(ms(3000));
+    c.assert_settled_on("lb2");
     assert_eq!(c.longest_gap_after(t0), Duration::ZERO);
 }
 
