@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_exoip_global_optspecs
-    string join \n W/watchdog A/associate D/dissociate n/validate c/config= address= P/priority= l/bind= p/peer= G/peer-group= i/instance-id= r/dead-ratio= t/interval= provider= api-key= api-secret= api-secret-file= api-secret-credential= api-endpoint= zone= metadata-url= api-timeout= os-cloud= openstack-mode= port= vip-port= azure-mode= azure-subscription= azure-resource-group= azure-api-version= azure-client-secret-file= azure-client-id= arm-endpoint= azure-public-ip= azure-ip-config= azure-peer-tag= probe-port= probe-path= interface= auth-key-file= auth-key-credential= group= max-clock-skew= reconcile-interval= peer-refresh= no-alias alias dry-run track-script= track-process= track-tcp= track-http= track-interval= track-timeout= track-fall= track-rise= track-weight= notify= notify-master= notify-backup= notify-fault= hook-shell hook-timeout= state-dir= status-socket= metrics-listen= O/log-stdout v/verbose log-format= h/help V/version
+    string join \n W/watchdog A/associate D/dissociate n/validate c/config= address= P/priority= l/bind= p/peer= G/peer-group= i/instance-id= r/dead-ratio= t/interval= provider= api-key= api-secret= api-secret-file= api-secret-credential= api-endpoint= zone= metadata-url= api-timeout= os-cloud= openstack-mode= port= vip-port= azure-mode= azure-subscription= azure-resource-group= azure-api-version= azure-client-secret-file= azure-client-id= arm-endpoint= azure-public-ip= azure-ip-config= azure-peer-tag= probe-port= probe-path= interface= auth-key-file= auth-key-credential= group= max-clock-skew= legacy-protocol legacy-nic-id= reconcile-interval= peer-refresh= no-alias alias dry-run track-script= track-process= track-tcp= track-http= track-interval= track-timeout= track-fall= track-rise= track-weight= notify= notify-master= notify-backup= notify-fault= hook-shell hook-timeout= state-dir= status-socket= metrics-listen= O/log-stdout v/verbose log-format= h/help V/version
 end
 
 function __fish_exoip_needs_command
@@ -68,6 +68,7 @@ complete -c exoip -n "__fish_exoip_needs_command" -l auth-key-file -d 'Heartbeat
 complete -c exoip -n "__fish_exoip_needs_command" -l auth-key-credential -d 'Read the heartbeat key from systemd credential NAME ($CREDENTIALS_DIRECTORY/NAME)' -r
 complete -c exoip -n "__fish_exoip_needs_command" -l group -d 'Heartbeat group name: datagrams of other groups are ignored' -r
 complete -c exoip -n "__fish_exoip_needs_command" -l max-clock-skew -d 'Reject heartbeats whose timestamp is further than this from the local clock (0: off)' -r
+complete -c exoip -n "__fish_exoip_needs_command" -l legacy-nic-id -d 'With --legacy-protocol: the UUID old peers pass back to the API to fence this node (theirs is the default NIC\'s id). Default: the instance id' -r
 complete -c exoip -n "__fish_exoip_needs_command" -l reconcile-interval -d 'Compare the API, our belief and the alias this often' -r
 complete -c exoip -n "__fish_exoip_needs_command" -l peer-refresh -d 'Re-read the peer group this often' -r
 complete -c exoip -n "__fish_exoip_needs_command" -l track-script -d 'Track a command: exit status 0 is healthy (run without a shell; repeatable)' -r
@@ -93,6 +94,7 @@ complete -c exoip -n "__fish_exoip_needs_command" -s W -l watchdog -d 'Watchdog 
 complete -c exoip -n "__fish_exoip_needs_command" -s A -l associate -d 'Associate the IP with this instance and exit'
 complete -c exoip -n "__fish_exoip_needs_command" -s D -l dissociate -d 'Dissociate the IP from this instance and exit'
 complete -c exoip -n "__fish_exoip_needs_command" -s n -l validate -d 'Validate the configuration, print it (secrets redacted) and exit'
+complete -c exoip -n "__fish_exoip_needs_command" -l legacy-protocol -d 'Also speak the old Go exoip\'s heartbeat (unauthenticated; IPv4, Exoscale), so a cluster can be upgraded node by node. Remove it once no old agent is left'
 complete -c exoip -n "__fish_exoip_needs_command" -l no-alias -d 'Do not configure the address locally (it is configured elsewhere; Azure lb-probe: leave the frontend IP on lo to the system configuration, still answer the probe)'
 complete -c exoip -n "__fish_exoip_needs_command" -l alias -d 'Also put the address on a loopback alias where the cloud NATs it and none is needed (OpenStack floating-ip, Azure public-ip)'
 complete -c exoip -n "__fish_exoip_needs_command" -l dry-run -d 'With -A/-D: say what would be done, change nothing'
@@ -138,6 +140,7 @@ complete -c exoip -n "__fish_exoip_using_subcommand demo" -s r -l dead-ratio -d 
 complete -c exoip -n "__fish_exoip_using_subcommand demo" -l op-delay -d 'Latency of every attach/detach in the simulated cloud' -r
 complete -c exoip -n "__fish_exoip_using_subcommand demo" -l exoip -d 'exoip binary to run in the namespaces (default: this one)' -r -F
 complete -c exoip -n "__fish_exoip_using_subcommand demo" -l agent-arg -d 'Extra arguments for every agent (repeatable)' -r
+complete -c exoip -n "__fish_exoip_using_subcommand demo" -l ipv6 -d 'IPv6 end to end (--provider exoscale only): the elastic IP is 2001:db8:ee::1, and heartbeats, the route and the client\'s requests go over IPv6'
 complete -c exoip -n "__fish_exoip_using_subcommand demo" -l keep -d 'Keep the lab\'s directory (logs, timeline) and print where it is'
 complete -c exoip -n "__fish_exoip_using_subcommand demo" -s v -l verbose -d 'Print the lab\'s construction and the logs\' tails at the end'
 complete -c exoip -n "__fish_exoip_using_subcommand demo" -s h -l help -d 'Print help'
@@ -194,6 +197,7 @@ complete -c exoip -n "__fish_exoip_using_subcommand check" -l auth-key-file -d '
 complete -c exoip -n "__fish_exoip_using_subcommand check" -l auth-key-credential -d 'Read the heartbeat key from systemd credential NAME ($CREDENTIALS_DIRECTORY/NAME)' -r
 complete -c exoip -n "__fish_exoip_using_subcommand check" -l group -d 'Heartbeat group name: datagrams of other groups are ignored' -r
 complete -c exoip -n "__fish_exoip_using_subcommand check" -l max-clock-skew -d 'Reject heartbeats whose timestamp is further than this from the local clock (0: off)' -r
+complete -c exoip -n "__fish_exoip_using_subcommand check" -l legacy-nic-id -d 'With --legacy-protocol: the UUID old peers pass back to the API to fence this node (theirs is the default NIC\'s id). Default: the instance id' -r
 complete -c exoip -n "__fish_exoip_using_subcommand check" -l reconcile-interval -d 'Compare the API, our belief and the alias this often' -r
 complete -c exoip -n "__fish_exoip_using_subcommand check" -l peer-refresh -d 'Re-read the peer group this often' -r
 complete -c exoip -n "__fish_exoip_using_subcommand check" -l track-script -d 'Track a command: exit status 0 is healthy (run without a shell; repeatable)' -r
@@ -219,6 +223,7 @@ complete -c exoip -n "__fish_exoip_using_subcommand check" -s W -l watchdog -d '
 complete -c exoip -n "__fish_exoip_using_subcommand check" -s A -l associate -d 'Associate the IP with this instance and exit'
 complete -c exoip -n "__fish_exoip_using_subcommand check" -s D -l dissociate -d 'Dissociate the IP from this instance and exit'
 complete -c exoip -n "__fish_exoip_using_subcommand check" -s n -l validate -d 'Validate the configuration, print it (secrets redacted) and exit'
+complete -c exoip -n "__fish_exoip_using_subcommand check" -l legacy-protocol -d 'Also speak the old Go exoip\'s heartbeat (unauthenticated; IPv4, Exoscale), so a cluster can be upgraded node by node. Remove it once no old agent is left'
 complete -c exoip -n "__fish_exoip_using_subcommand check" -l no-alias -d 'Do not configure the address locally (it is configured elsewhere; Azure lb-probe: leave the frontend IP on lo to the system configuration, still answer the probe)'
 complete -c exoip -n "__fish_exoip_using_subcommand check" -l alias -d 'Also put the address on a loopback alias where the cloud NATs it and none is needed (OpenStack floating-ip, Azure public-ip)'
 complete -c exoip -n "__fish_exoip_using_subcommand check" -l dry-run -d 'With -A/-D: say what would be done, change nothing'

@@ -374,6 +374,18 @@ pub struct AgentArgs {
         help_heading = "Heartbeats"
     )]
     pub max_clock_skew: Option<String>,
+    /// Also speak the old Go exoip's heartbeat (unauthenticated; IPv4, Exoscale), so a cluster
+    /// can be upgraded node by node. Remove it once no old agent is left.
+    #[arg(long = "legacy-protocol", help_heading = "Heartbeats")]
+    pub legacy_protocol: bool,
+    /// With --legacy-protocol: the UUID old peers pass back to the API to fence this node
+    /// (theirs is the default NIC's id). Default: the instance id.
+    #[arg(
+        long = "legacy-nic-id",
+        value_name = "UUID",
+        help_heading = "Heartbeats"
+    )]
+    pub legacy_nic_id: Option<String>,
 
     /// Compare the API, our belief and the alias this often.
     #[arg(

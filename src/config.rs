@@ -140,6 +140,10 @@ pub struct Config {
     pub auth_key_source: AuthKeySource,
     pub group: String,
     pub max_clock_skew: Option<Duration>,
+    /// `--legacy-protocol`: also speak the old Go exoip's heartbeat.
+    pub legacy_protocol: bool,
+    /// `--legacy-nic-id`, parsed (None: the instance id, when it is a UUID).
+    pub legacy_nic_id: Option<[u8; 16]>,
     pub reconcile_interval: Duration,
     pub peer_refresh: Duration,
     /// `-A`/`-D`: report what would be done, change nothing.
@@ -883,6 +887,29 @@ impl Config {
             }
         }
 
+        let legacy_nic_id = match &args.legacy_nic_id {
+            None => None,
+            Some(text) => Some(crate::legacy::uuid_bytes(text.trim()).ok_or_else(|| {
+                ConfigError(format!(
+                    "--legacy-nic-id: '{text}' is not a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"
+                ))
+            })?),
+        };
+        if legacy_nic_id.is_some() && !args.legacy_protocol {
+            return err("--legacy-nic-id: only with --legacy-protocol");
+        }
+        if args.legacy_protocol {
+            if !matches!(cloud, Cloud::Exoscale) {
+                return err(format!(
+                    "--legacy-protocol: the old exoip only ran on Exoscale, not with --provider {}",
+                    cloud.name()
+                ));
+            }
+            if !addresses.iter().any(|a| a.ip.is_ipv4()) {
+                return err("--legacy-protocol: the old heartbeat carries only IPv4 addresses, and none is watched");
+            }
+        }
+
         let group = args
             .group
             .clone()
@@ -974,6 +1001,8 @@ impl Config {
             auth_key_source,
             group,
             max_clock_skew,
+            legacy_protocol: args.legacy_protocol,
+            legacy_nic_id,
             reconcile_interval,
             peer_refresh,
             dry_run: args.dry_run,

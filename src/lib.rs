@@ -1,9 +1,10 @@
 //! exoip: failover agent for cloud elastic IPs.
 //!
 //! `election` decides (no I/O, no clock), `agent` drives it (sockets, timers, provider calls,
-//! alias, signals), `wire` is the heartbeat format, `alias` puts the address on loopback,
-//! `cli`/`config` turn flags and environment into one validated configuration, `lab` builds
-//! network-namespace test beds for the demo, the end-to-end tests and the benchmarks.
+//! alias, signals), `wire` is the heartbeat format, `legacy` bridges to the old Go exoip's,
+//! `alias` puts the address on loopback, `cli`/`config` turn flags and environment into one
+//! validated configuration, `lab` builds network-namespace test beds for the demo, the
+//! end-to-end tests and the benchmarks.
 
 pub mod agent;
 pub mod alias;
@@ -18,6 +19,7 @@ pub mod health;
 pub mod holding;
 pub mod hooks;
 pub mod lab;
+pub mod legacy;
 pub mod metrics;
 pub mod probe;
 pub mod sdnotify;

@@ -259,3 +259,71 @@ fn help_and_version() {
         assert!(out.contains(flag), "{flag} in --help");
     }
 }
+
+#[test]
+fn legacy_protocol_is_checked_and_shown() {
+    let base = ["-W", "-p", "192.0.2.11"];
+    let args = |extra: &[&'static str]| -> Vec<&'static str> {
+        base.iter().chain(extra.iter()).copied().collect()
+    };
+    for (extra, needle) in [
+        (
+            &["-xi", "2001:db8::10", "--legacy-protocol"][..],
+            "--legacy-protocol",
+        ),
+        (
+            &[
+                "-xi",
+                "203.0.113.10",
+                "--legacy-protocol",
+                "--legacy-nic-id",
+                "not-a-uuid",
+            ][..],
+            "--legacy-nic-id",
+        ),
+        (
+            &[
+                "-xi",
+                "203.0.113.10",
+                "--legacy-nic-id",
+                "00112233-4455-6677-8899-aabbccddeeff",
+            ][..],
+            "--legacy-protocol",
+        ),
+    ] {
+        let line = rejected(&args(extra), CREDS);
+        assert!(line.contains(needle), "{extra:?}: {line}");
+    }
+    let line = rejected(
+        &args(&[
+            "-xi",
+            "192.0.2.50",
+            "--legacy-protocol",
+            "--provider",
+            "openstack",
+        ]),
+        &[
+            ("OS_AUTH_URL", "http://192.0.2.1:5000/v3"),
+            ("OS_USERNAME", "demo"),
+            ("OS_PASSWORD", SECRET),
+            ("OS_PROJECT_NAME", "demo"),
+            ("OS_USER_DOMAIN_NAME", "Default"),
+            ("OS_PROJECT_DOMAIN_NAME", "Default"),
+            ("EXOIP_AUTH_KEY", "0123456789abcdef0123456789abcdef"),
+        ],
+    );
+    assert!(line.contains("--legacy-protocol"), "{line}");
+    let o = exoip(
+        &args(&[
+            "-n",
+            "-xi",
+            "203.0.113.10",
+            "--legacy-protocol",
+            "--legacy-nic-id",
+            "00112233-4455-6677-8899-aabbccddeeff",
+        ]),
+        CREDS,
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out} {err}");
+}

@@ -114,9 +114,17 @@ async fn discover_peers(
     port: u16,
 ) -> Result<Vec<SocketAddr>, ProviderError> {
     let peers = provider.peers(group, me).await?;
+    // One address per peer: a dual-stack peer reached on both would get every heartbeat twice
+    // (the second dropped as a replay). IPv4 when it has one, as the old exoip did.
     Ok(peers
         .iter()
-        .flat_map(|p| p.addresses.iter().map(|a| SocketAddr::new(*a, port)))
+        .filter_map(|p| {
+            p.addresses
+                .iter()
+                .find(|a| a.is_ipv4())
+                .or(p.addresses.first())
+                .map(|a| SocketAddr::new(*a, port))
+        })
         .collect())
 }
 
@@ -229,6 +237,8 @@ struct Driver {
     probes_out: BTreeMap<SocketAddr, Instant>,
     rtt: BTreeMap<String, f64>,
     ops_tx: mpsc::UnboundedSender<(Input, ApiCallInfo)>,
+    /// `--legacy-protocol`: the old Go exoip's heartbeats, in and out.
+    legacy: Option<crate::legacy::Bridge>,
     /// systemd's notification socket (a no-op outside systemd).
     notifier: Notifier,
     /// READY=1 has been sent: every address has left its start-up hold-off.
@@ -352,6 +362,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         claim: cfg.claim,
     };
     let core = Core::new(params, &cfg.addresses, Time::ZERO);
+    let legacy = cfg.legacy_protocol.then(|| {
+        let nic_id = cfg.legacy_nic_id.unwrap_or_else(|| {
+            crate::legacy::uuid_bytes(&me.id.0).unwrap_or_else(|| {
+                warn!(
+                    "--legacy-protocol: the instance id {} is not a UUID and no --legacy-nic-id is given: old peers cannot fence this node",
+                    me.id.0
+                );
+                [0; 16]
+            })
+        });
+        warn!("--legacy-protocol: also speaking the old exoip heartbeat, which is not authenticated (see MIGRATING FROM THE GO EXOIP in exoip(8))");
+        crate::legacy::Bridge::new(cfg.interval, cfg.dead_ratio, nic_id)
+    });
     let (ops_tx, mut ops_rx) = mpsc::unbounded_channel::<(Input, ApiCallInfo)>();
     let hooks = Hooks::new(cfg.hooks.clone());
 
@@ -379,6 +402,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         probes_out: BTreeMap::new(),
         rtt: BTreeMap::new(),
         ops_tx,
+        legacy,
         notifier: Notifier::from_env(),
         ready_sent: false,
         cfg,
@@ -602,10 +626,26 @@ impl Driver {
                 return;
             }
         };
+        let now = self.elapsed();
+        let legacy_payloads = match &self.legacy {
+            Some(bridge) => bridge.payloads(advert),
+            None => Vec::new(),
+        };
         let mut sent = 0;
         for peer in &self.peers {
-            if let Some(target) = target_for(self.socket_is_v6, *peer) {
-                match self.socket.send_to(&datagram, target).await {
+            let Some(target) = target_for(self.socket_is_v6, *peer) else {
+                continue;
+            };
+            let (v2, old) = match &self.legacy {
+                Some(b) => (b.wants_v2(now, peer.ip()), b.wants_legacy(now, peer.ip())),
+                None => (true, false),
+            };
+            let datagrams = v2
+                .then_some(datagram.as_slice())
+                .into_iter()
+                .chain(legacy_payloads.iter().filter(|_| old).map(|p| p.as_slice()));
+            for d in datagrams {
+                match self.socket.send_to(d, target).await {
                     Ok(_) => sent += 1,
                     Err(e) => debug!("cannot send a heartbeat to {peer}: {e}"),
                 }
@@ -613,6 +653,45 @@ impl Driver {
         }
         self.counters.sent += sent;
         self.metrics.heartbeat_sent(sent);
+    }
+
+    /// An old exoip heartbeat (`--legacy-protocol`): the advert it implies, or a counted drop.
+    fn on_legacy_datagram(&mut self, datagram: &[u8], from: SocketAddr) -> Option<Input> {
+        let now = self.elapsed();
+        let statuses = self.core.status(now);
+        let peers = self.core.peers(now);
+        let own = self.core.advert();
+        let view = |eip: std::net::Ipv4Addr| {
+            let ip = IpAddr::V4(eip);
+            statuses.iter().find(|s| s.ip == ip)?;
+            Some(crate::legacy::AddressView {
+                ours: own
+                    .entries
+                    .iter()
+                    .find(|e| e.ip == ip)
+                    .map(crate::legacy::announced),
+                // What other upgraded peers tell the old one (old peers are counted apart).
+                v2_peers: peers
+                    .iter()
+                    .filter(|p| p.alive && !p.leaving && !p.id.starts_with("legacy-"))
+                    .filter_map(|p| p.entries.iter().find(|e| e.ip == ip))
+                    .map(crate::legacy::announced)
+                    .collect(),
+            })
+        };
+        let bridge = self.legacy.as_mut()?;
+        match bridge.on_datagram(now, from.ip(), datagram, &self.peers, view) {
+            Ok(advert) => {
+                self.counters.received += 1;
+                self.metrics.heartbeat_received();
+                self.peer_addrs.insert(advert.node.clone(), from);
+                Some(Input::Heartbeat(advert))
+            }
+            Err(drop) => {
+                self.record_drop(drop.label(), from);
+                None
+            }
+        }
     }
 
     fn spawn_call(&self, ip: IpAddr, id: u64, op: Op) {
@@ -667,6 +746,9 @@ impl Driver {
     async fn on_datagram(&mut self, datagram: &[u8], from: SocketAddr) -> Option<Input> {
         let reply_to = from;
         let from = canonical(from);
+        if self.legacy.is_some() && crate::legacy::looks_legacy(datagram) {
+            return self.on_legacy_datagram(datagram, from);
+        }
         match self
             .decoder
             .decode_message(datagram, crate::unix_time().as_millis() as u64)
@@ -678,6 +760,10 @@ impl Driver {
                 self.counters.received += 1;
                 self.metrics.heartbeat_received();
                 self.peer_addrs.insert(advert.node.clone(), from);
+                let now = self.elapsed();
+                if let Some(bridge) = &mut self.legacy {
+                    bridge.heard_v2(now, from.ip());
+                }
                 Some(Input::Heartbeat(advert))
             }
             Ok(Message {

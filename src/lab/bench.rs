@@ -76,7 +76,7 @@ fn summary(samples: &[f64]) -> Option<(f64, f64, f64)> {
 pub async fn run(args: BenchArgs) -> Result<()> {
     require_root("the benchmark")?;
     let mut cfg = LabConfig::new(super::exoip_binary(args.exoip.clone())?);
-    cfg.cloud = args.cloud.lab_cloud()?;
+    args.cloud.apply(&mut cfg)?;
     cfg.data_path = args.data_path;
     cfg.fetch_interval = Duration::from_millis(20);
     cfg.fetch_timeout = Duration::from_millis(200);
@@ -351,7 +351,8 @@ async fn wait_reachable(lab: &Lab, t0: f64, old: &str, patience: Duration) -> Re
 
 fn print_results(args: &BenchArgs, metrics: &[Metric]) {
     let cloud = args.cloud.lab_cloud().map_or("", LabCloud::tag);
-    let scenario = format!("{cloud}{:?}", args.scenario).to_lowercase();
+    let family = if args.cloud.ipv6 { "ipv6:" } else { "" };
+    let scenario = format!("{cloud}{family}{:?}", args.scenario).to_lowercase();
     if args.tsv {
         for m in metrics {
             let (min, med, max) = summary(&m.samples).unwrap_or((f64::NAN, f64::NAN, f64::NAN));

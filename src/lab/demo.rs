@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::testbed::{Lab, LabCloud, LabConfig, TimelineEvent};
+use super::testbed::{host_prefix, http_url, Lab, LabCloud, LabConfig, TimelineEvent};
 use super::{require_root, unix_now, DemoArgs};
 
 /// Resolves when the user interrupts us (Ctrl-C, SIGTERM, SIGHUP); names the signal.
@@ -35,7 +35,7 @@ pub(crate) async fn interrupted() -> &'static str {
 pub async fn run(args: DemoArgs) -> Result<()> {
     require_root("the demo")?;
     let mut cfg = LabConfig::new(super::exoip_binary(args.exoip.clone())?);
-    cfg.cloud = args.cloud.lab_cloud()?;
+    args.cloud.apply(&mut cfg)?;
     cfg.hosts = args.hosts.into();
     cfg.interval = args.interval;
     cfg.dead_ratio = args.dead_ratio;
@@ -64,10 +64,11 @@ async fn demo(cfg: LabConfig, verbose: bool) -> Result<()> {
     let clock = Clock(Instant::now());
     let dead = cfg.dead_period();
     println!(
-        "exoip demo ({}): {} hosts share {}; heartbeat every {:?}, a peer is dead after {} missed ({:?})",
+        "exoip demo ({}{}): {} hosts share {}; heartbeat every {:?}, a peer is dead after {} missed ({:?})",
         cfg.cloud.describe(),
+        if cfg.ipv6 { ", IPv6" } else { "" },
         cfg.hosts,
-        cfg.cloud.address(),
+        cfg.address(),
         cfg.interval,
         cfg.dead_ratio,
         dead
@@ -89,8 +90,9 @@ fn held_how(lab: &Lab, holder: usize, by_api: &[String]) -> String {
     let h = &lab.hosts()[holder];
     match lab.config().cloud {
         LabCloud::Exoscale => format!(
-            "attached to [{}] by the API, {addr}/32 on the lo of {}",
+            "attached to [{}] by the API, {} on the lo of {}",
             by_api.join(", "),
+            host_prefix(addr),
             h.name
         ),
         LabCloud::OpenStackFloatingIp => format!(
@@ -137,7 +139,7 @@ async fn scenario(lab: &Lab, clock: &Clock) -> Result<()> {
     let hosts: Vec<String> = lab
         .hosts()
         .iter()
-        .map(|h| format!("{} ({}, priority {})", h.name, h.ip, h.priority))
+        .map(|h| format!("{} ({}, priority {})", h.name, h.heartbeat_ip(), h.priority))
         .collect();
     clock.say(format_args!(
         "lab {} ready: simulated {} API at 192.0.2.1, agents on {}",
@@ -151,12 +153,15 @@ async fn scenario(lab: &Lab, clock: &Clock) -> Result<()> {
         hosts.join(", ")
     ));
     clock.say(format_args!(
-        "a client at {} fetches http://{addr}/ every {:?}",
+        "a client at {} fetches {} every {:?}",
         if cloud.on_lan() {
             "192.0.2.50, on the hosts' LAN,"
+        } else if lab.config().ipv6 {
+            "2001:db8:3::2, behind the router,"
         } else {
             "198.51.100.2, behind the router,"
         },
+        http_url(addr),
         lab.config().fetch_interval
     ));
 

@@ -7,6 +7,7 @@
 mod bench;
 mod demo;
 pub mod http;
+mod legacy_peer;
 pub mod netns;
 pub mod testbed;
 
@@ -20,7 +21,7 @@ pub use bench::{BenchArgs, Scenario};
 pub use netns::cleanup_leftovers;
 pub use testbed::{
     holders_at, no_holder_intervals, no_holder_time, Host, Lab, LabCloud, LabConfig, TimelineEvent,
-    EIP, HEARTBEAT_PORT, VIP,
+    EIP, EIP6, HEARTBEAT_PORT, VIP,
 };
 
 /// Unix time in seconds: the simulator stamps its timeline with the same clock.
@@ -44,6 +45,10 @@ pub struct CloudArgs {
     /// load balancer emulated in the lab follows the health probe).
     #[arg(long, value_parser = ["public-ip", "secondary-ip", "lb-probe"])]
     pub azure_mode: Option<String>,
+    /// IPv6 end to end (--provider exoscale only): the elastic IP is 2001:db8:ee::1, and
+    /// heartbeats, the route and the client's requests go over IPv6.
+    #[arg(long)]
+    pub ipv6: bool,
 }
 
 impl CloudArgs {
@@ -59,7 +64,21 @@ impl CloudArgs {
             (p, None, Some(_)) => bail!("--azure-mode: not with --provider {p}"),
             (_, None, None) => None,
         };
-        LabCloud::parse(&self.provider, mode)
+        let cloud = LabCloud::parse(&self.provider, mode)?;
+        if self.ipv6 && cloud != LabCloud::Exoscale {
+            bail!(
+                "--ipv6: the IPv6 lab exists for --provider exoscale only, not {}",
+                self.provider
+            );
+        }
+        Ok(cloud)
+    }
+
+    /// Sets the cloud and the address family of `cfg`.
+    pub fn apply(&self, cfg: &mut LabConfig) -> Result<()> {
+        cfg.cloud = self.lab_cloud()?;
+        cfg.ipv6 = self.ipv6;
+        Ok(())
     }
 }
 
@@ -146,6 +165,12 @@ pub enum LabCommand {
     },
     /// Remove namespaces and directories left behind by labs whose process is gone.
     Cleanup,
+    /// Behave as the old Go exoip would with this agent command line (mixed-cluster tests).
+    #[command(hide = true)]
+    LegacyPeer {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 pub async fn run_demo(args: DemoArgs) -> Result<()> {
@@ -183,7 +208,7 @@ pub async fn run_lab(command: LabCommand) -> Result<()> {
         } => {
             require_root("the lab")?;
             let mut cfg = LabConfig::new(std::env::current_exe()?);
-            cfg.cloud = cloud.lab_cloud()?;
+            cloud.apply(&mut cfg)?;
             cfg.hosts = hosts.into();
             cfg.interval = interval;
             cfg.dead_ratio = dead_ratio;
@@ -196,9 +221,11 @@ pub async fn run_lab(command: LabCommand) -> Result<()> {
             println!("lab {} is up; logs in {}", lab.id(), lab.dir().display());
             println!("  router: ip netns exec {} bash", lab.router_ns());
             println!("  client: ip netns exec {} bash", lab.client_ns());
+            println!("  the agents float {}", lab.address());
             for h in lab.hosts() {
+                let ip6 = h.ip6.map(|ip| format!(" and {ip}")).unwrap_or_default();
                 println!(
-                    "  {} ({}, instance {}, priority {}): ip netns exec {} bash",
+                    "  {} ({}{ip6}, instance {}, priority {}): ip netns exec {} bash",
                     h.name, h.ip, h.instance_id, h.priority, h.ns
                 );
             }
@@ -208,6 +235,7 @@ pub async fn run_lab(command: LabCommand) -> Result<()> {
             drop(lab);
             Ok(())
         }
+        LabCommand::LegacyPeer { args } => legacy_peer::run(args).await,
         LabCommand::Cleanup => {
             require_root("cleaning up labs")?;
             for name in cleanup_leftovers() {

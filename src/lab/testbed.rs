@@ -18,10 +18,17 @@
 //! every host's health-probe port every 100 ms and routes the frontend IP [`LB_FRONTEND`] to
 //! the hosts whose probe answers, as a Floating-IP (DSR) rule does; every host keeps the
 //! frontend IP on `lo`.
+//!
+//! IPv6 ([`LabConfig::ipv6`], Exoscale only): every link also gets an address from
+//! 2001:db8::/32 (the hosts 2001:db8:2::11.. on the bridge, whose R end is 2001:db8:2::1; C
+//! 2001:db8:3::2 behind R's 2001:db8:3::1), the elastic IP is [`EIP6`] (a /128 the simulator
+//! routes to its holders' IPv6 addresses), and the agents know their peers by IPv6 address, so
+//! heartbeats, the route and the data path are all IPv6. The API stays on IPv4. Duplicate
+//! address detection is off everywhere: addresses are usable the moment they are added.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -45,6 +52,13 @@ pub const EIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 pub const ROUTER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 pub const CLIENT_GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+/// IPv6 labs: the elastic IP, held as a /128.
+pub const EIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xee, 0, 0, 0, 0, 1);
+/// IPv6 labs: R on the hosts' bridge (their /64 is 2001:db8:2::/64, their gateway).
+pub const ROUTER_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1);
+/// IPv6 labs: the client, and R's end of its link (2001:db8:3::/64).
+pub const CLIENT_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 2);
+pub const CLIENT_GATEWAY6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 1);
 pub const API_URL: &str = "http://192.0.2.1:8080/v2";
 pub const SIM_URL: &str = "http://192.0.2.1:8080";
 pub const METADATA_URL: &str = "http://192.0.2.1:8081";
@@ -180,6 +194,10 @@ impl LabCloud {
 #[derive(Debug, Clone)]
 pub struct LabConfig {
     pub cloud: LabCloud,
+    /// IPv6 end to end (Exoscale only): IPv6 on every link besides IPv4, the elastic IP is
+    /// [`EIP6`], the agents heartbeat over IPv6 and the client fetches over IPv6. The API and
+    /// the metadata service stay on IPv4. See the module documentation.
+    pub ipv6: bool,
     /// Number of hosts (1..=9: their addresses are 192.0.2.11..19).
     pub hosts: usize,
     /// Agent priority per host; missing entries default to 10, 20, 30...
@@ -200,10 +218,17 @@ pub struct LabConfig {
     pub fetch_timeout: Duration,
     pub exoip_bin: PathBuf,
     pub extra_agent_args: Vec<String>,
-    /// Elastic IPs besides [`EIP`], watched by the same agents (`-xi` once per address).
+    /// Elastic IPs besides [`EIP`], watched by the same agents (`-xi` once per address). In an
+    /// IPv6 lab they come besides [`EIP6`]: IPv4 and IPv6 addresses in one agent.
     pub extra_eips: Vec<Ipv4Addr>,
     /// Further agent arguments for one host (index = host); missing entries add nothing.
     pub host_agent_args: Vec<Vec<String>>,
+    /// How each host's agent is invoked (index = host; missing entries and `None`: as usual).
+    /// With `Some(prefix)`, host i's agent runs as `exoip <prefix...> <the usual agent args>`
+    /// instead of `exoip <the usual agent args>` (e.g. a subcommand in front of the flags),
+    /// with the same environment, log file and handling by [`Lab::kill`], [`Lab::crash`],
+    /// [`Lab::revive`] and [`Lab::start_agent`]. See [`Lab::agent_command`].
+    pub host_subcommand: Vec<Option<Vec<String>>>,
     pub extra_sim_args: Vec<String>,
     /// Keep the temporary directory (logs, timeline) after the lab is gone.
     pub keep: bool,
@@ -215,6 +240,7 @@ impl LabConfig {
     pub fn new(exoip_bin: impl Into<PathBuf>) -> LabConfig {
         LabConfig {
             cloud: LabCloud::Exoscale,
+            ipv6: false,
             hosts: 3,
             priorities: Vec::new(),
             interval: Duration::from_secs(1),
@@ -228,10 +254,20 @@ impl LabConfig {
             exoip_bin: exoip_bin.into(),
             extra_agent_args: Vec::new(),
             host_agent_args: Vec::new(),
+            host_subcommand: Vec::new(),
             extra_eips: Vec::new(),
             extra_sim_args: Vec::new(),
             keep: false,
             verbose: false,
+        }
+    }
+
+    /// The address the agents float: the cloud's, or [`EIP6`] in an IPv6 lab.
+    pub fn address(&self) -> IpAddr {
+        if self.ipv6 {
+            IpAddr::V6(EIP6)
+        } else {
+            IpAddr::V4(self.cloud.address())
         }
     }
 
@@ -258,10 +294,46 @@ pub struct Host {
     pub ns: String,
     /// Its public IP on the bridge.
     pub ip: Ipv4Addr,
+    /// Its public IPv6 address on the bridge, in IPv6 labs.
+    pub ip6: Option<Ipv6Addr>,
     pub instance_id: String,
     pub priority: u8,
     /// Its veth's name inside R (the "cable": down means the VM is off the network).
     router_port: String,
+}
+
+impl Host {
+    /// The address its peers send heartbeats to: IPv6 in IPv6 labs.
+    pub fn heartbeat_ip(&self) -> IpAddr {
+        match self.ip6 {
+            Some(v6) => IpAddr::V6(v6),
+            None => IpAddr::V4(self.ip),
+        }
+    }
+
+    /// Its address of `family`'s family (`None`: it has no IPv6).
+    pub fn ip_like(&self, family: IpAddr) -> Option<IpAddr> {
+        match family {
+            IpAddr::V4(_) => Some(IpAddr::V4(self.ip)),
+            IpAddr::V6(_) => self.ip6.map(IpAddr::V6),
+        }
+    }
+}
+
+/// `ip/32` or `ip/128`: a single address, as the agents hold it.
+pub fn host_prefix(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(_) => format!("{ip}/32"),
+        IpAddr::V6(_) => format!("{ip}/128"),
+    }
+}
+
+/// `http://IP/` or `http://[IPv6]/`.
+pub fn http_url(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(_) => format!("http://{ip}/"),
+        IpAddr::V6(_) => format!("http://[{ip}]/"),
+    }
 }
 
 /// One line of the simulator's timeline.
@@ -379,6 +451,11 @@ impl Lab {
             cfg.hosts
         );
         ensure!(
+            !cfg.ipv6 || cfg.cloud == LabCloud::Exoscale,
+            "the IPv6 lab exists for the Exoscale cloud only, not for the {}",
+            cfg.cloud.describe()
+        );
+        ensure!(
             cfg.exoip_bin.exists(),
             "exoip binary {} not found",
             cfg.exoip_bin.display()
@@ -422,6 +499,10 @@ impl Lab {
                 name: format!("lb{}", i + 1),
                 ns: format!("{id}-h{}", i + 1),
                 ip: Ipv4Addr::new(192, 0, 2, 11 + i as u8),
+                // 2001:db8:2::11.. reads like 192.0.2.11..
+                ip6: cfg
+                    .ipv6
+                    .then(|| Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x11 + i as u16)),
                 instance_id: match (&openstack, &azure) {
                     (Some(seed), _) => seed.servers[i].id.clone(),
                     // Azure names holders by VM name.
@@ -500,12 +581,27 @@ impl Lab {
         self.namespaces.push(name.clone());
         // rp_filter would drop the asymmetric paths of the EIP (in via R's route, out via the
         // default route); "default" covers the interfaces created later in this namespace.
-        in_netns(&name, || {
+        let ipv6 = self.cfg.ipv6;
+        in_netns(&name, move || {
             for key in ["all", "default", "lo"] {
                 std::fs::write(format!("/proc/sys/net/ipv4/conf/{key}/rp_filter"), "0")?;
             }
+            if ipv6 {
+                // No duplicate address detection on the interfaces created later (link-local
+                // addresses included): an address in DAD cannot be used for a second or so.
+                for key in ["all", "default"] {
+                    std::fs::write(format!("/proc/sys/net/ipv6/conf/{key}/accept_dad"), "0")?;
+                }
+            }
             Ok(())
         })
+    }
+
+    /// Adds IPv6 address `addr/64` to `dev` in `ns` without duplicate address detection.
+    async fn add_addr6(ns: &str, addr: Ipv6Addr, dev: &str) -> Result<()> {
+        let addr = format!("{addr}/64");
+        ip(["-n", ns, "-6", "addr", "add", &addr, "dev", dev, "nodad"]).await?;
+        Ok(())
     }
 
     async fn build_topology(&mut self) -> Result<()> {
@@ -522,12 +618,37 @@ impl Lab {
         }
         in_netns(&r, || std::fs::write("/proc/sys/net/ipv4/ip_forward", "1"))?;
         ip(["-n", &r, "link", "set", "lo", "up"]).await?;
-        ip(["-n", &r, "link", "add", "br0", "type", "bridge"]).await?;
+        if self.cfg.ipv6 {
+            in_netns(&r, || {
+                std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1")
+            })?;
+            // Without an MLD querier, snooping could keep neighbour solicitations from a host
+            // that has not reported its solicited-node group yet: flood them, as a hub would.
+            ip([
+                "-n",
+                &r,
+                "link",
+                "add",
+                "br0",
+                "type",
+                "bridge",
+                "mcast_snooping",
+                "0",
+            ])
+            .await?;
+            Self::add_addr6(&r, ROUTER_IP6, "br0").await?;
+        } else {
+            ip(["-n", &r, "link", "add", "br0", "type", "bridge"]).await?;
+        }
         ip(["-n", &r, "addr", "add", "192.0.2.1/24", "dev", "br0"]).await?;
         ip(["-n", &r, "link", "set", "br0", "up"]).await?;
         // Until the simulator routes it, the EIP answers "unreachable" at once instead of
         // letting clients wait for a timeout.
         ip(["-n", &r, "route", "add", "unreachable", "203.0.113.10/32"]).await?;
+        if self.cfg.ipv6 {
+            let eip6 = host_prefix(IpAddr::V6(EIP6));
+            ip(["-n", &r, "-6", "route", "add", "unreachable", &eip6]).await?;
+        }
         if self.cfg.cloud == LabCloud::AzureLbProbe {
             // Until the load balancer finds a probe answering.
             let frontend = format!("{LB_FRONTEND}/32");
@@ -573,8 +694,15 @@ impl Lab {
                 "eth0",
             ])
             .await?;
+            if let Some(ip6) = h.ip6 {
+                Self::add_addr6(ns, ip6, "eth0").await?;
+            }
             ip(["-n", ns, "link", "set", "eth0", "up"]).await?;
             ip(["-n", ns, "route", "add", "default", "via", "192.0.2.1"]).await?;
+            if h.ip6.is_some() {
+                let gw = ROUTER_IP6.to_string();
+                ip(["-n", ns, "-6", "route", "add", "default", "via", &gw]).await?;
+            }
             if self.cfg.cloud == LabCloud::AzurePublicIp {
                 azure_public_ip_nat(ns, h.ip).await?;
             }
@@ -595,10 +723,18 @@ impl Lab {
             ip(["-n", &c, "route", "add", "default", "via", "192.0.2.1"]).await?;
         } else {
             ip(["-n", &r, "addr", "add", "198.51.100.1/24", "dev", "vc"]).await?;
-            ip(["-n", &r, "link", "set", "vc", "up"]).await?;
             ip(["-n", &c, "addr", "add", "198.51.100.2/24", "dev", "eth0"]).await?;
+            if self.cfg.ipv6 {
+                Self::add_addr6(&r, CLIENT_GATEWAY6, "vc").await?;
+                Self::add_addr6(&c, CLIENT_IP6, "eth0").await?;
+            }
+            ip(["-n", &r, "link", "set", "vc", "up"]).await?;
             ip(["-n", &c, "link", "set", "eth0", "up"]).await?;
             ip(["-n", &c, "route", "add", "default", "via", "198.51.100.1"]).await?;
+            if self.cfg.ipv6 {
+                let gw = CLIENT_GATEWAY6.to_string();
+                ip(["-n", &c, "-6", "route", "add", "default", "via", &gw]).await?;
+            }
         }
         Ok(())
     }
@@ -620,13 +756,13 @@ impl Lab {
                 "id": h.instance_id,
                 "name": h.name,
                 "public_ip": h.ip.to_string(),
-                "public_ipv6": null,
+                "public_ipv6": h.ip6.map(|ip| ip.to_string()),
                 "security_groups": [sg],
                 "state": "running",
             })).collect::<Vec<_>>(),
             "elastic_ips": std::iter::once(serde_json::json!({
                 "id": self.eip_id,
-                "ip": EIP.to_string(),
+                "ip": self.address().to_string(),
                 "description": "exoip demo",
                 "attached_to": [],
             }))
@@ -843,12 +979,18 @@ impl Lab {
 
     async fn start_data_path(&mut self) -> Result<()> {
         self.say("starting HTTP servers and the client loop");
+        // IPv6 labs: one dual-stack socket (IPv4 too, as mapped addresses).
+        let listen = if self.cfg.ipv6 {
+            "[::]:80"
+        } else {
+            "0.0.0.0:80"
+        };
         for h in self.hosts.clone() {
             let args = vec![
                 "lab".into(),
                 "serve-http".into(),
                 "--listen".into(),
-                "0.0.0.0:80".into(),
+                listen.into(),
                 "--body".into(),
                 h.name.clone(),
             ];
@@ -884,7 +1026,7 @@ impl Lab {
             "lab".into(),
             "fetch-loop".into(),
             "--url".into(),
-            format!("http://{}/", self.address()),
+            http_url(self.address()),
             "--interval".into(),
             format!("{}ms", self.cfg.fetch_interval.as_millis()),
             "--timeout".into(),
@@ -917,13 +1059,29 @@ impl Lab {
     /// The agent's command line on `host` (the API secret travels in the environment).
     pub fn agent_args(&self, host: usize) -> Vec<String> {
         let h = &self.hosts[host];
+        let peers: Vec<String> = if self.cfg.ipv6 {
+            // By address rather than by security group (whose members the API lists with
+            // both their IPv4 and IPv6 addresses): heartbeats over IPv6 only.
+            self.hosts
+                .iter()
+                .filter(|p| p.index != host)
+                .map(|p| SocketAddr::new(p.heartbeat_ip(), HEARTBEAT_PORT).to_string())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let peer_args = if peers.is_empty() {
+            vec!["-G".to_string(), SECURITY_GROUP.to_string()]
+        } else {
+            vec!["-p".to_string(), peers.join(",")]
+        };
         let mut args: Vec<String> = [
             "-W",
             "-O",
             "-xi",
             &self.address().to_string(),
-            "-G",
-            SECURITY_GROUP,
+            &peer_args[0],
+            &peer_args[1],
             "-P",
             &h.priority.to_string(),
             "-t",
@@ -980,6 +1138,20 @@ impl Lab {
         if let Some(more) = self.cfg.host_agent_args.get(host) {
             args.extend(more.iter().cloned());
         }
+        args
+    }
+
+    /// The agent's whole command line on `host` after the binary: [`LabConfig::host_subcommand`]'s
+    /// prefix, if any, then [`Lab::agent_args`].
+    pub fn agent_command(&self, host: usize) -> Vec<String> {
+        let mut args = self
+            .cfg
+            .host_subcommand
+            .get(host)
+            .cloned()
+            .flatten()
+            .unwrap_or_default();
+        args.extend(self.agent_args(host));
         args
     }
 
@@ -1055,9 +1227,9 @@ impl Lab {
         self.dir.join("auth-key")
     }
 
-    /// The address the agents float.
-    pub fn address(&self) -> Ipv4Addr {
-        self.cfg.cloud.address()
+    /// The address the agents float ([`LabConfig::address`]).
+    pub fn address(&self) -> IpAddr {
+        self.cfg.address()
     }
 
     /// The status socket of the agent on `host` (for `exoip status --socket ...`).
@@ -1072,7 +1244,7 @@ impl Lab {
             bail!("the agent on {} is already running", h.name);
         }
         let mut log = self.open_log(&h.name)?;
-        let args = self.agent_args(host);
+        let args = self.agent_command(host);
         let child = ns_command(&h.ns, &self.cfg.exoip_bin, &args, &self.cloud_env())
             .stdout(log.try_clone()?)
             .stderr(log.try_clone()?)
@@ -1199,8 +1371,10 @@ impl Lab {
         self.has_alias_of(host, self.address()).await
     }
 
-    /// Whether `host` holds `eip` locally: /32 on its loopback (on `eth0` in vip mode).
-    pub async fn has_alias_of(&self, host: usize, eip: Ipv4Addr) -> Result<bool> {
+    /// Whether `host` holds `eip` locally: /32 (IPv6: /128) on its loopback (on `eth0` in vip
+    /// mode).
+    pub async fn has_alias_of(&self, host: usize, eip: impl Into<IpAddr>) -> Result<bool> {
+        let eip = eip.into();
         let h = self.host(host)?;
         let out = ip([
             "-n",
@@ -1212,11 +1386,11 @@ impl Lab {
             self.alias_device(),
         ])
         .await?;
-        let needle = format!(" {eip}/32 ");
+        let needle = format!(" {} ", host_prefix(eip));
         Ok(out.lines().any(|l| l.contains(&needle)))
     }
 
-    /// Hosts that have the EIP on `lo`.
+    /// Hosts that have the address on `lo` (on `eth0` in vip mode).
     pub async fn aliases(&self) -> Result<Vec<usize>> {
         let mut v = Vec::new();
         for i in 0..self.hosts.len() {
@@ -1239,7 +1413,7 @@ impl Lab {
 
     pub async fn add_alias(&self, host: usize) -> Result<()> {
         let h = self.host(host)?;
-        let addr = format!("{}/32", self.address());
+        let addr = host_prefix(self.address());
         ip([
             "-n",
             &h.ns,
@@ -1255,7 +1429,7 @@ impl Lab {
 
     pub async fn del_alias(&self, host: usize) -> Result<()> {
         let h = self.host(host)?;
-        let addr = format!("{}/32", self.address());
+        let addr = host_prefix(self.address());
         ip([
             "-n",
             &h.ns,
@@ -1272,28 +1446,17 @@ impl Lab {
     /// Routes the EIP in R towards `hosts` (ECMP if several, unreachable if none), as the
     /// simulator's `--route-holders` does; for testing the topology without a simulator.
     pub async fn route_eip(&self, hosts: &[usize]) -> Result<()> {
-        let mut args: Vec<String> = ["-n", &self.router, "route", "replace"]
+        let eip = self.address();
+        let via = hosts
             .iter()
-            .map(|s| s.to_string())
-            .collect();
-        match hosts {
-            [] => args.extend(["unreachable".into(), "203.0.113.10/32".into()]),
-            [one] => args.extend([
-                "203.0.113.10/32".into(),
-                "via".into(),
-                self.host(*one)?.ip.to_string(),
-            ]),
-            many => {
-                args.push("203.0.113.10/32".into());
-                for h in many {
-                    args.extend([
-                        "nexthop".into(),
-                        "via".into(),
-                        self.host(*h)?.ip.to_string(),
-                    ]);
-                }
-            }
-        }
+            .map(|&i| {
+                let h = self.host(i)?;
+                h.ip_like(eip)
+                    .ok_or_else(|| anyhow!("{} has no address of the family of {eip}", h.name))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut args = vec!["-n".to_string(), self.router.clone()];
+        args.extend(exoip_providers::sim::route_args(eip, &via));
         ip(&args).await?;
         Ok(())
     }
@@ -1305,7 +1468,8 @@ impl Lab {
 
     /// The simulator's holder changes of one elastic IP. Azure lb-probe: the emulated load
     /// balancer's changes of the frontend IP (no API call moves it).
-    pub fn timeline_of(&self, eip: Ipv4Addr) -> Result<Vec<TimelineEvent>> {
+    pub fn timeline_of(&self, eip: impl Into<IpAddr>) -> Result<Vec<TimelineEvent>> {
+        let eip = eip.into();
         if self.cfg.cloud == LabCloud::AzureLbProbe {
             let events = lock(&self.lb_events);
             let ip = eip.to_string();
@@ -1325,7 +1489,8 @@ impl Lab {
     }
 
     /// The hosts `eip` is attached to, per the simulator's timeline.
-    pub async fn holders_of(&self, eip: Ipv4Addr) -> Result<Vec<usize>> {
+    pub async fn holders_of(&self, eip: impl Into<IpAddr>) -> Result<Vec<usize>> {
+        let eip = eip.into();
         let events = self.timeline_of(eip)?;
         match events.last() {
             Some(e) => e
@@ -1335,7 +1500,7 @@ impl Lab {
                 .collect(),
             // The timeline records changes only: before the first one, the seed's state. Every
             // address starts unattached, except the VIP, which the seed allows on every host.
-            None if self.cfg.cloud == LabCloud::OpenStackVip && eip == VIP => {
+            None if self.cfg.cloud == LabCloud::OpenStackVip && eip == IpAddr::V4(VIP) => {
                 Ok((0..self.hosts.len()).collect())
             }
             None => Ok(Vec::new()),
@@ -2036,6 +2201,40 @@ mod tests {
             }
             assert_eq!(sum, 0xffff, "checksum of {payload:?}");
         }
+    }
+
+    #[test]
+    fn address_families() {
+        let mut cfg = LabConfig::new("/bin/true");
+        assert_eq!(cfg.address(), IpAddr::V4(EIP));
+        cfg.ipv6 = true;
+        assert_eq!(cfg.address().to_string(), "2001:db8:ee::1");
+        assert_eq!(host_prefix(cfg.address()), "2001:db8:ee::1/128");
+        assert_eq!(host_prefix(IpAddr::V4(EIP)), "203.0.113.10/32");
+        assert_eq!(http_url(cfg.address()), "http://[2001:db8:ee::1]/");
+        assert_eq!(http_url(IpAddr::V4(EIP)), "http://203.0.113.10/");
+        let mut h = Host {
+            index: 0,
+            name: "lb1".into(),
+            ns: "ns".into(),
+            ip: Ipv4Addr::new(192, 0, 2, 11),
+            ip6: None,
+            instance_id: "i".into(),
+            priority: 10,
+            router_port: "vh1".into(),
+        };
+        assert_eq!(h.heartbeat_ip().to_string(), "192.0.2.11");
+        assert_eq!(h.ip_like(IpAddr::V6(EIP6)), None);
+        h.ip6 = Some("2001:db8:2::11".parse().unwrap());
+        assert_eq!(h.heartbeat_ip().to_string(), "2001:db8:2::11");
+        assert_eq!(
+            h.ip_like(IpAddr::V4(EIP)).unwrap().to_string(),
+            "192.0.2.11"
+        );
+        assert_eq!(
+            h.ip_like(IpAddr::V6(EIP6)).unwrap().to_string(),
+            "2001:db8:2::11"
+        );
     }
 
     #[test]

@@ -63,3 +63,18 @@ where
         panic!("{e:#}");
     }
 }
+
+/// `exoip status --json` of the agent on `host`.
+pub fn status(lab: &Lab, host: usize) -> Result<serde_json::Value> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_exoip"))
+        .args(["status", "--json", "--socket"])
+        .arg(lab.status_socket(host))
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "exoip status on {}: {}",
+        lab.hosts()[host].name,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
