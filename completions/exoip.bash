@@ -47,7 +47,7 @@ _exoip() {
 
     case "${cmd}" in
         exoip)
-            opts="-W -A -D -n -c -P -l -p -G -i -r -t -O -v -h -V --watchdog --associate --dissociate --validate --config --address --priority --bind --peer --peer-group --instance-id --dead-ratio --interval --provider --api-key --api-secret --api-secret-file --api-secret-credential --api-endpoint --zone --metadata-url --api-timeout --os-cloud --openstack-mode --port --vip-port --azure-mode --azure-subscription --azure-resource-group --azure-api-version --azure-client-secret-file --azure-client-id --arm-endpoint --azure-public-ip --azure-ip-config --azure-peer-tag --probe-port --probe-path --interface --auth-key-file --auth-key-credential --group --max-clock-skew --legacy-protocol --legacy-nic-id --reconcile-interval --peer-refresh --no-alias --alias --dry-run --track-script --track-process --track-tcp --track-http --track-interval --track-timeout --track-fall --track-rise --track-weight --notify --notify-master --notify-backup --notify-fault --hook-shell --hook-timeout --state-dir --status-socket --metrics-listen --log-stdout --verbose --log-format --help --version sim demo status release resume promote check completions"
+            opts="-W -A -D -n -c -P -l -p -G -i -r -t -O -v -h -V --watchdog --associate --dissociate --validate --config --address --priority --bind --peer --peer-group --instance-id --dead-ratio --interval --provider --api-key --api-secret --api-secret-file --api-secret-credential --api-endpoint --zone --metadata-url --api-timeout --os-cloud --openstack-mode --port --vip-port --azure-mode --azure-subscription --azure-resource-group --azure-api-version --azure-client-secret-file --azure-client-id --arm-endpoint --azure-public-ip --azure-ip-config --azure-peer-tag --probe-port --probe-path --interface --auth-key-file --auth-key-credential --group --max-clock-skew --legacy-protocol --legacy-nic-id --reconcile-interval --isolation-release-after --peer-refresh --no-alias --alias --dry-run --track-script --track-process --track-tcp --track-http --track-interval --track-timeout --track-fall --track-rise --track-weight --notify --notify-master --notify-backup --notify-fault --hook-shell --hook-timeout --state-dir --status-socket --metrics-listen --log-stdout --verbose --log-format --help --version sim demo status release resume promote check completions"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -249,6 +249,10 @@ _exoip() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --isolation-release-after)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --peer-refresh)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -333,7 +337,7 @@ _exoip() {
             return 0
             ;;
         exoip__subcmd__check)
-            opts="-W -A -D -n -c -P -l -p -G -i -r -t -O -v -h --watchdog --associate --dissociate --validate --config --address --priority --bind --peer --peer-group --instance-id --dead-ratio --interval --provider --api-key --api-secret --api-secret-file --api-secret-credential --api-endpoint --zone --metadata-url --api-timeout --os-cloud --openstack-mode --port --vip-port --azure-mode --azure-subscription --azure-resource-group --azure-api-version --azure-client-secret-file --azure-client-id --arm-endpoint --azure-public-ip --azure-ip-config --azure-peer-tag --probe-port --probe-path --interface --auth-key-file --auth-key-credential --group --max-clock-skew --legacy-protocol --legacy-nic-id --reconcile-interval --peer-refresh --no-alias --alias --dry-run --track-script --track-process --track-tcp --track-http --track-interval --track-timeout --track-fall --track-rise --track-weight --notify --notify-master --notify-backup --notify-fault --hook-shell --hook-timeout --state-dir --status-socket --metrics-listen --log-stdout --verbose --log-format --help"
+            opts="-W -A -D -n -c -P -l -p -G -i -r -t -O -v -h --watchdog --associate --dissociate --validate --config --address --priority --bind --peer --peer-group --instance-id --dead-ratio --interval --provider --api-key --api-secret --api-secret-file --api-secret-credential --api-endpoint --zone --metadata-url --api-timeout --os-cloud --openstack-mode --port --vip-port --azure-mode --azure-subscription --azure-resource-group --azure-api-version --azure-client-secret-file --azure-client-id --arm-endpoint --azure-public-ip --azure-ip-config --azure-peer-tag --probe-port --probe-path --interface --auth-key-file --auth-key-credential --group --max-clock-skew --legacy-protocol --legacy-nic-id --reconcile-interval --isolation-release-after --peer-refresh --no-alias --alias --dry-run --track-script --track-process --track-tcp --track-http --track-interval --track-timeout --track-fall --track-rise --track-weight --notify --notify-master --notify-backup --notify-fault --hook-shell --hook-timeout --state-dir --status-socket --metrics-listen --log-stdout --verbose --log-format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -532,6 +536,10 @@ _exoip() {
                     return 0
                     ;;
                 --reconcile-interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --isolation-release-after)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_exoip_global_optspecs
-    string join \n W/watchdog A/associate D/dissociate n/validate c/config= address= P/priority= l/bind= p/peer= G/peer-group= i/instance-id= r/dead-ratio= t/interval= provider= api-key= api-secret= api-secret-file= api-secret-credential= api-endpoint= zone= metadata-url= api-timeout= os-cloud= openstack-mode= port= vip-port= azure-mode= azure-subscription= azure-resource-group= azure-api-version= azure-client-secret-file= azure-client-id= arm-endpoint= azure-public-ip= azure-ip-config= azure-peer-tag= probe-port= probe-path= interface= auth-key-file= auth-key-credential= group= max-clock-skew= legacy-protocol legacy-nic-id= reconcile-interval= peer-refresh= no-alias alias dry-run track-script= track-process= track-tcp= track-http= track-interval= track-timeout= track-fall= track-rise= track-weight= notify= notify-master= notify-backup= notify-fault= hook-shell hook-timeout= state-dir= status-socket= metrics-listen= O/log-stdout v/verbose log-format= h/help V/version
+    string join \n W/watchdog A/associate D/dissociate n/validate c/config= address= P/priority= l/bind= p/peer= G/peer-group= i/instance-id= r/dead-ratio= t/interval= provider= api-key= api-secret= api-secret-file= api-secret-credential= api-endpoint= zone= metadata-url= api-timeout= os-cloud= openstack-mode= port= vip-port= azure-mode= azure-subscription= azure-resource-group= azure-api-version= azure-client-secret-file= azure-client-id= arm-endpoint= azure-public-ip= azure-ip-config= azure-peer-tag= probe-port= probe-path= interface= auth-key-file= auth-key-credential= group= max-clock-skew= legacy-protocol legacy-nic-id= reconcile-interval= isolation-release-after= peer-refresh= no-alias alias dry-run track-script= track-process= track-tcp= track-http= track-interval= track-timeout= track-fall= track-rise= track-weight= notify= notify-master= notify-backup= notify-fault= hook-shell hook-timeout= state-dir= status-socket= metrics-listen= O/log-stdout v/verbose log-format= h/help V/version
 end
 
 function __fish_exoip_needs_command
@@ -70,6 +70,7 @@ complete -c exoip -n "__fish_exoip_needs_command" -l group -d 'Heartbeat group n
 complete -c exoip -n "__fish_exoip_needs_command" -l max-clock-skew -d 'Reject heartbeats whose timestamp is further than this from the local clock (0: off)' -r
 complete -c exoip -n "__fish_exoip_needs_command" -l legacy-nic-id -d 'With --legacy-protocol: the UUID old peers pass back to the API to fence this node (theirs is the default NIC\'s id). Default: the instance id' -r
 complete -c exoip -n "__fish_exoip_needs_command" -l reconcile-interval -d 'Compare the API, our belief and the alias this often' -r
+complete -c exoip -n "__fish_exoip_needs_command" -l isolation-release-after -d 'Self-fencing: with peers known but none heard and no API answer for this long, drop the address locally (default: 3 dead periods; 0: never)' -r
 complete -c exoip -n "__fish_exoip_needs_command" -l peer-refresh -d 'Re-read the peer group this often' -r
 complete -c exoip -n "__fish_exoip_needs_command" -l track-script -d 'Track a command: exit status 0 is healthy (run without a shell; repeatable)' -r
 complete -c exoip -n "__fish_exoip_needs_command" -l track-process -d 'Track a process by name, like `killall -0 NAME` (repeatable)' -r
@@ -199,6 +200,7 @@ complete -c exoip -n "__fish_exoip_using_subcommand check" -l group -d 'Heartbea
 complete -c exoip -n "__fish_exoip_using_subcommand check" -l max-clock-skew -d 'Reject heartbeats whose timestamp is further than this from the local clock (0: off)' -r
 complete -c exoip -n "__fish_exoip_using_subcommand check" -l legacy-nic-id -d 'With --legacy-protocol: the UUID old peers pass back to the API to fence this node (theirs is the default NIC\'s id). Default: the instance id' -r
 complete -c exoip -n "__fish_exoip_using_subcommand check" -l reconcile-interval -d 'Compare the API, our belief and the alias this often' -r
+complete -c exoip -n "__fish_exoip_using_subcommand check" -l isolation-release-after -d 'Self-fencing: with peers known but none heard and no API answer for this long, drop the address locally (default: 3 dead periods; 0: never)' -r
 complete -c exoip -n "__fish_exoip_using_subcommand check" -l peer-refresh -d 'Re-read the peer group this often' -r
 complete -c exoip -n "__fish_exoip_using_subcommand check" -l track-script -d 'Track a command: exit status 0 is healthy (run without a shell; repeatable)' -r
 complete -c exoip -n "__fish_exoip_using_subcommand check" -l track-process -d 'Track a process by name, like `killall -0 NAME` (repeatable)' -r

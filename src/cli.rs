@@ -394,6 +394,14 @@ pub struct AgentArgs {
         help_heading = "Behaviour"
     )]
     pub reconcile_interval: Option<String>,
+    /// Self-fencing: with peers known but none heard and no API answer for this long, drop the
+    /// address locally (default: 3 dead periods; 0: never).
+    #[arg(
+        long = "isolation-release-after",
+        value_name = "DURATION",
+        help_heading = "Behaviour"
+    )]
+    pub isolation_release_after: Option<String>,
     /// Re-read the peer group this often.
     #[arg(
         long = "peer-refresh",

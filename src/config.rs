@@ -145,6 +145,8 @@ pub struct Config {
     /// `--legacy-nic-id`, parsed (None: the instance id, when it is a UUID).
     pub legacy_nic_id: Option<[u8; 16]>,
     pub reconcile_interval: Duration,
+    /// `--isolation-release-after` (None: never self-fence).
+    pub isolation_release_after: Option<Duration>,
     pub peer_refresh: Duration,
     /// `-A`/`-D`: report what would be done, change nothing.
     pub dry_run: bool,
@@ -873,6 +875,16 @@ impl Config {
         )?;
         let peer_refresh =
             opt_duration("--peer-refresh", &args.peer_refresh, DEFAULT_PEER_REFRESH)?;
+        let isolation_release_after = match &args.isolation_release_after {
+            None => Some(interval * dead_ratio * 3),
+            Some(text) => {
+                let d = parse_duration("--isolation-release-after", text)?;
+                if !d.is_zero() && d < interval * dead_ratio {
+                    return err("--isolation-release-after: must be at least one dead period (interval x dead ratio), or 0 to disable");
+                }
+                (!d.is_zero()).then_some(d)
+            }
+        };
         let api_timeout = opt_duration("--api-timeout", &args.api_timeout, DEFAULT_API_TIMEOUT)?;
         let max_clock_skew = match &args.max_clock_skew {
             None => Some(DEFAULT_MAX_CLOCK_SKEW),
@@ -1004,6 +1016,7 @@ impl Config {
             legacy_protocol: args.legacy_protocol,
             legacy_nic_id,
             reconcile_interval,
+            isolation_release_after,
             peer_refresh,
             dry_run: args.dry_run,
             state_dir: std::path::PathBuf::from(

@@ -35,6 +35,10 @@ use std::time::Duration;
 
 use crate::wire::{Advert, Entry, IpState};
 
+/// How many reconcile periods a node stands by for a claim recorded by a holder it cannot hear,
+/// before it claims anyway (5 minutes at the defaults).
+pub const SUPERSEDED_PATIENCE: u32 = 10;
+
 /// Monotonic time since an arbitrary origin (the driver uses the agent's start).
 pub type Time = Duration;
 
@@ -54,6 +58,10 @@ pub struct Params {
     pub jitter_seed: u64,
     /// Whether winning means an API call first or holding the address at once.
     pub claim: ClaimMode,
+    /// Self-fencing: with peers known but none heard and no API answer for this long, drop the
+    /// address locally (an isolated node must not serve it while another may hold it). `None`:
+    /// never.
+    pub isolation_release_after: Option<Duration>,
 }
 
 /// How the winner takes the address.
@@ -108,13 +116,24 @@ pub enum Signal {
     Demote,
 }
 
+/// The last claim recorded on the address's cloud resource (see `docs/arbiter.md`): between
+/// nodes that cannot hear each other, the newest claim wins.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Record {
+    pub epoch: u64,
+    pub holder: String,
+}
+
 /// A cloud API call the core asks the driver to make for one address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    /// Who holds the address (in [`ClaimMode::Local`]: who is allowed to hold it).
+    /// Who holds the address (in [`ClaimMode::Local`]: who is allowed to hold it), and the
+    /// claim record.
     ReadHolders,
-    /// Attach the address to this node (Local: allow this node to hold it).
-    Attach,
+    /// Attach the address to this node and record the claim `epoch`; `seen` is the record's
+    /// epoch when we decided (a provider with compare-and-swap refuses if it moved). Local:
+    /// allow this node to hold it (the epoch is not recorded).
+    Attach { epoch: u64, seen: Option<u64> },
     /// Allow this live peer to hold the address again, so it can stand by ([`ClaimMode::Local`]).
     Admit(String),
     /// Detach the address from that node (Local: remove its permission: fencing).
@@ -124,7 +143,10 @@ pub enum Op {
 /// How a provider call ended, reduced to what the core decides on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OpResult {
-    Holders(Vec<String>),
+    Holders {
+        holders: Vec<String>,
+        record: Option<Record>,
+    },
     Done,
     Failed {
         /// Stable label of the error kind (`retryable`, `auth`, ...), for logs.
@@ -283,6 +305,19 @@ struct Slot {
     /// address from (for hooks and logs: EXOIP_PEER).
     last_master: Option<String>,
     claimed_from: Option<String>,
+    /// The claim record per the last read.
+    record: Option<Record>,
+    /// The newest claim epoch learned other than from the record: our own claims and the
+    /// epochs peers announce. A record newer than this was made by someone we did not hear.
+    heard_epoch: u64,
+    /// The epoch of our own last claim (0: none).
+    claimed_epoch: u64,
+    /// A claim met a newer record: read before claiming again.
+    reread: bool,
+    /// The last read followed such a conflict: claim against what it showed.
+    trust_read: bool,
+    /// Since when the record has named a holder we cannot hear (see `Core::superseded`).
+    superseded_since: Option<Time>,
 }
 
 /// A snapshot of one address for status output.
@@ -299,6 +334,9 @@ pub struct IpStatus {
     pub holders_checked: Option<Time>,
     pub next_reconcile: Option<Time>,
     pub winner: Option<String>,
+    /// The claim record per the last read, and the newest epoch heard otherwise.
+    pub record: Option<Record>,
+    pub epoch: u64,
 }
 
 /// A snapshot of one peer for status output.
@@ -330,6 +368,12 @@ pub struct Core {
     exited: bool,
     /// The time of the input being handled (stamps role changes for status).
     now_hint: Time,
+    /// When a valid heartbeat last arrived from any peer, and when a provider call last
+    /// succeeded (isolation self-fencing).
+    last_heartbeat: Option<Time>,
+    last_api_ok: Option<Time>,
+    /// [`Core::isolated`] as of the current step.
+    isolated_now: bool,
 }
 
 impl Core {
@@ -355,6 +399,12 @@ impl Core {
                 since: now,
                 last_master: None,
                 claimed_from: None,
+                record: None,
+                heard_epoch: 0,
+                claimed_epoch: 0,
+                reread: false,
+                trust_read: false,
+                superseded_since: None,
             })
             .collect();
         let rng = params.jitter_seed | 1;
@@ -373,6 +423,9 @@ impl Core {
             stopping: false,
             exited: false,
             now_hint: now,
+            last_heartbeat: None,
+            last_api_ok: None,
+            isolated_now: false,
         }
     }
 
@@ -454,6 +507,8 @@ impl Core {
                 holders_checked: s.holders.as_ref().map(|(_, t)| *t),
                 next_reconcile: (s.inflight.is_none()).then_some(s.next_reconcile),
                 winner: self.winner(now, s).map(|(_, id)| id),
+                record: s.record.clone(),
+                epoch: s.heard_epoch,
             })
             .collect()
     }
@@ -494,6 +549,75 @@ impl Core {
 
     fn alive(&self, now: Time, p: &Peer) -> bool {
         now < p.last_heard + self.params.dead_period()
+    }
+
+    fn peer_alive(&self, now: Time, id: &str) -> bool {
+        self.peers.get(id).is_some_and(|p| self.alive(now, p))
+    }
+
+    /// Whether the claim record shows that someone else claimed slot `i`'s address after the
+    /// newest claim we know of (or won a race against our own claim of the same epoch) and
+    /// holds it: `(who, epoch)`. Only meaningful when that someone is not heard (callers check).
+    fn supersedes(
+        &self,
+        i: usize,
+        holders: &[String],
+        record: Option<&Record>,
+    ) -> Option<(String, u64)> {
+        let slot = &self.slots[i];
+        let r = record?;
+        let newer = r.epoch > slot.heard_epoch
+            || (slot.claimed_epoch != 0 && r.epoch == slot.claimed_epoch);
+        (r.holder != self.params.node && newer && holders.contains(&r.holder))
+            .then(|| (r.holder.clone(), r.epoch))
+    }
+
+    /// [`Self::supersedes`] with the last read, for a holder we cannot hear.
+    fn superseded(&self, now: Time, i: usize) -> Option<(String, u64)> {
+        if self.params.claim != ClaimMode::Api {
+            return None;
+        }
+        let (holders, _) = self.slots[i].holders.as_ref()?;
+        self.supersedes(i, holders, self.slots[i].record.as_ref())
+            .filter(|(who, _)| !self.peer_alive(now, who))
+    }
+
+    /// The claim to make for slot `i`: the next epoch after every one we know of.
+    fn claim_op(&mut self, i: usize) -> Op {
+        let slot = &mut self.slots[i];
+        // The record carries at least the newest epoch heard (a holder announces its claim only
+        // after recording it): claim against that, not a read that may be older.
+        let read = slot.record.as_ref().map(|r| r.epoch);
+        let seen = match (read, slot.heard_epoch) {
+            // Right after a conflict the read is the truth (an announced claim may have failed).
+            _ if std::mem::take(&mut slot.trust_read) => read,
+            (None, 0) => None,
+            (r, heard) => Some(r.unwrap_or(0).max(heard)),
+        };
+        let epoch = seen.unwrap_or(0).max(slot.heard_epoch) + 1;
+        slot.claimed_epoch = epoch;
+        Op::Attach { epoch, seen }
+    }
+
+    /// With isolation self-fencing on and peers known but none alive: how often to read the API
+    /// (its answers tell isolation from a dead peer).
+    fn isolation_watch(&self, now: Time) -> Option<Duration> {
+        let after = self.params.isolation_release_after?;
+        let alone = !self.peers.is_empty() && self.peers.values().all(|p| !self.alive(now, p));
+        (alone && self.params.claim != ClaimMode::LocalOnly).then_some(after / 2)
+    }
+
+    /// Isolated: peers known, none heard and no API answer for `isolation_release_after`.
+    fn isolated(&self, now: Time) -> bool {
+        let Some(after) = self.params.isolation_release_after else {
+            return false;
+        };
+        if self.params.claim == ClaimMode::LocalOnly {
+            return false;
+        }
+        let silent = self.last_heartbeat.is_some_and(|t| now >= t + after);
+        let api_silent = self.last_api_ok.is_none_or(|t| now >= t + after);
+        silent && api_silent
     }
 
     /// The best eligible node for this address: `(priority, id)`.
@@ -557,6 +681,12 @@ impl Core {
             return;
         }
         let dead = self.params.dead_period();
+        self.last_heartbeat = Some(now);
+        for e in &advert.entries {
+            if let Some(slot) = self.slots.iter_mut().find(|s| s.ip == e.ip) {
+                slot.heard_epoch = slot.heard_epoch.max(e.epoch);
+            }
+        }
         let entries = advert.entries.iter().map(|e| (e.ip, *e)).collect();
         match self.peers.get_mut(&advert.node) {
             Some(p) => {
@@ -619,9 +749,28 @@ impl Core {
         if let OpResult::Failed {
             message,
             retry_after,
-            ..
+            kind,
         } = result
         {
+            if kind == "conflict"
+                && matches!(op, Op::Attach { .. })
+                && !self.params.claim.is_local()
+            {
+                // The record moved since our read: someone else claimed. Read, then decide
+                // again (the claim may no longer be ours to make).
+                self.slots[i].next_reconcile = now;
+                self.slots[i].reread = true;
+                if self.slots[i].role == Role::Claiming {
+                    self.set_role(i, Role::Backup, "claim conflict: re-reading the API", out);
+                }
+                out.push(Action::CallFailed {
+                    ip,
+                    op,
+                    message,
+                    retry_in: Duration::ZERO,
+                });
+                return;
+            }
             let slot = &mut self.slots[i];
             slot.attempt = slot.attempt.saturating_add(1);
             let mut delay = self.backoff(self.slots[i].attempt);
@@ -640,18 +789,32 @@ impl Core {
         }
         let local = self.params.claim.is_local();
         let me = self.params.node.clone();
+        self.last_api_ok = Some(now);
+        let superseded_on_read = match &result {
+            OpResult::Holders { holders, record } if !local => self
+                .supersedes(i, holders, record.as_ref())
+                .filter(|(who, _)| !self.peer_alive(now, who)),
+            _ => None,
+        };
+        let alone_check = self.isolation_watch(now);
         let slot = &mut self.slots[i];
         slot.attempt = 0;
         slot.retry_at = None;
         match (op, result) {
-            (Op::ReadHolders, OpResult::Holders(holders)) => {
+            (Op::ReadHolders, OpResult::Holders { holders, record }) => {
+                slot.record = record;
+                slot.trust_read = std::mem::take(&mut slot.reread);
                 slot.to_fence = holders.iter().filter(|h| **h != me).cloned().collect();
                 let self_attached = holders.contains(&me);
                 if self_attached {
                     slot.disagreements = 0;
                 }
                 let after_claim = std::mem::take(&mut slot.read_after_claim);
-                if slot.role == Role::Master && (self_attached || local) && !after_claim {
+                if slot.role == Role::Master
+                    && (self_attached || local)
+                    && !after_claim
+                    && superseded_on_read.is_none()
+                {
                     out.push(Action::Reasserted(ip));
                 }
                 slot.holders = Some((holders, now));
@@ -665,11 +828,26 @@ impl Core {
                     } else {
                         self.params.reconcile_interval
                     };
+                if let Some(every) = alone_check {
+                    slot.next_reconcile = slot.next_reconcile.min(now + every);
+                }
                 if slot.role != Role::Master || local {
                     // Local mode decides whom to fence from the live peers at call time.
                     slot.to_fence.clear();
                 }
-                if slot.role == Role::Master && !self_attached && !local {
+                if let (Some((who, epoch)), Role::Master) = (&superseded_on_read, slot.role) {
+                    // Someone we cannot hear claimed after us (a partition): the record says it
+                    // holds the address. Do not fight it: stand by until we hear it again or
+                    // the API shows it gone.
+                    slot.to_fence.clear();
+                    let why = format!(
+                        "{who} claimed it (epoch {epoch}) while we could not hear it: standing by"
+                    );
+                    let who = who.clone();
+                    self.set_role_about(i, Role::Backup, &why, Some(who), out);
+                    let want = self.desired_alias(i);
+                    self.set_alias(i, want, out);
+                } else if slot.role == Role::Master && !self_attached && !local {
                     // Back off as after a failure: if the API keeps disagreeing right after our
                     // attach, re-claiming in a tight loop would only hammer it.
                     // And fence nobody on the strength of this read: we do not hold it.
@@ -695,14 +873,19 @@ impl Core {
                     });
                 }
             }
-            (Op::Attach, OpResult::Done) if slot.role == Role::Claiming => {
+            (Op::Attach { epoch, .. }, OpResult::Done) if slot.role == Role::Claiming => {
+                slot.heard_epoch = slot.heard_epoch.max(epoch);
+                slot.record = Some(Record {
+                    epoch,
+                    holder: me.clone(),
+                });
                 // Read who else holds it next, so they can be fenced.
                 slot.next_reconcile = now;
                 slot.read_after_claim = true;
                 let from = slot.claimed_from.take();
                 self.set_role_about(i, Role::Master, "attached", from, out);
             }
-            (op @ (Op::Attach | Op::Admit(_)), OpResult::Done) if local => {
+            (op @ (Op::Attach { .. } | Op::Admit(_)), OpResult::Done) if local => {
                 let who = match op {
                     Op::Admit(who) => who,
                     _ => me,
@@ -810,6 +993,7 @@ impl Core {
             return;
         }
         let holdoff_over = now >= self.started + self.params.dead_period();
+        self.isolated_now = self.isolated(now);
         for i in 0..self.slots.len() {
             // Health counts only from the end of the hold-off: a node starts in Init whatever
             // its checks say (they have not run yet), and leaves it for Backup or Fault.
@@ -867,6 +1051,38 @@ impl Core {
         if let Some((_, id, _)) = &master_peer {
             self.slots[i].last_master = Some(id.clone());
         }
+        if self.isolated_now
+            && !self.stopping
+            && matches!(self.slots[i].role, Role::Master | Role::Claiming)
+        {
+            let why =
+                "isolated: no peer heard and no API answer: dropped the address (self-fencing)";
+            self.set_role(i, Role::Backup, why, out);
+        }
+        if let Some(every) = self.isolation_watch(now) {
+            // The peers just went silent: read the API now, and then often, to tell a dead
+            // peer from our own isolation.
+            let read_since_silence = match (&self.slots[i].holders, self.last_heartbeat) {
+                (Some((_, read)), Some(heard)) => *read > heard,
+                _ => false,
+            };
+            let slot = &mut self.slots[i];
+            let next = if read_since_silence { now + every } else { now };
+            if slot.next_reconcile > next {
+                slot.next_reconcile = next;
+            }
+        }
+        let mut superseded = self.superseded(now, i);
+        // Standing by for a holder we never hear again must not last for ever: it may have died
+        // while we could not hear it (then nobody would fence it and the address would be lost).
+        // After the patience we claim; if it is alive, it stands by in turn at its next read.
+        let patience = self.params.reconcile_interval * SUPERSEDED_PATIENCE;
+        match (&superseded, self.slots[i].superseded_since) {
+            (Some(_), None) => self.slots[i].superseded_since = Some(now),
+            (Some(_), Some(since)) if now >= since + patience => superseded = None,
+            (None, _) => self.slots[i].superseded_since = None,
+            _ => {}
+        }
         let slot = &self.slots[i];
 
         match slot.role {
@@ -887,7 +1103,13 @@ impl Core {
                         self.slots[i].next_reconcile = soon;
                     }
                 }
-                if steady && permitted && !self.better_peer_joining(now, ip, &my_rank) {
+                if steady
+                    && permitted
+                    && !self.slots[i].reread
+                    && superseded.is_none()
+                    && !self.isolated_now
+                    && !self.better_peer_joining(now, ip, &my_rank)
+                {
                     let (why, from) = match master {
                         Some((_, id, _)) => (format!("preempting {id}: better priority"), Some(id)),
                         None => match self.slots[i].last_master.take() {
@@ -988,7 +1210,10 @@ impl Core {
             return;
         }
         match slot.role {
-            Role::Claiming => self.start_op(i, Op::Attach, out),
+            Role::Claiming => {
+                let op = self.claim_op(i);
+                self.start_op(i, op, out)
+            }
             Role::Master if self.params.claim.is_local() => match self.permission_fix(now, i) {
                 Some(op) => self.start_op(i, op, out),
                 None if now >= self.slots[i].next_reconcile => {
@@ -1019,7 +1244,7 @@ impl Core {
             // a node that no longer has the alias.
             Role::Backup
                 if self.params.claim == ClaimMode::Api
-                    && master_alive
+                    && (master_alive || superseded.is_some())
                     && slot
                         .holders
                         .as_ref()
@@ -1059,7 +1284,10 @@ impl Core {
         let me = &self.params.node;
         let (allowed, _) = self.slots[i].holders.as_ref()?;
         if !allowed.contains(me) {
-            return Some(Op::Attach);
+            return Some(Op::Attach {
+                epoch: 0,
+                seen: None,
+            });
         }
         let alive = |id: &String| self.peers.get(id).is_some_and(|p| self.alive(now, p));
         if let Some(peer) = self
@@ -1083,6 +1311,7 @@ impl Core {
     fn desired_alias(&self, i: usize) -> bool {
         let s = &self.slots[i];
         match s.role {
+            _ if self.isolated_now && !self.stopping => false,
             Role::Master => true,
             // Local mode: the API cannot say whether we held it before a restart.
             Role::Init if self.params.claim.is_local() => false,
@@ -1130,7 +1359,11 @@ impl Core {
                         Role::Leaving if !self.stopping => IpState::Fault,
                         role => role.wire(),
                     },
-                    epoch: 0,
+                    // The newest claim we know of: peers learn it, so a record they later read
+                    // with that epoch is no news to them (see `supersedes`).
+                    // A claim in progress is announced before the API call returns: if we die
+                    // mid-claim, peers know its epoch, and a record of it is no news to them.
+                    epoch: s.heard_epoch.max(s.claimed_epoch),
                 })
                 .collect(),
         }

@@ -127,6 +127,13 @@ pub struct IpInfo {
     /// Time to the next reconcile with the API; null while none is scheduled (e.g. a call is
     /// in flight).
     pub next_reconcile_in_ms: Option<u64>,
+    /// The newest claim epoch this node knows of (its own claims and its peers' heartbeats).
+    #[serde(default)]
+    pub epoch: u64,
+    /// The claim recorded on the cloud resource per the last read (the arbiter), if the
+    /// provider keeps one.
+    #[serde(default)]
+    pub record: Option<crate::election::Record>,
 }
 
 impl Default for IpInfo {
@@ -142,6 +149,8 @@ impl Default for IpInfo {
             holders: None,
             holders_checked_unix: None,
             next_reconcile_in_ms: None,
+            epoch: 0,
+            record: None,
         }
     }
 }
@@ -773,6 +782,14 @@ fn render_human_at(s: &StatusSnapshot, now: f64) -> String {
             crate::election::ClaimMode::LocalOnly => "API not used for this address",
         };
         let _ = writeln!(out, "  {what}: {holders}{checked}; next reconcile {next}");
+        let record = ip.record.as_ref().map_or("none".to_string(), |r| {
+            format!("epoch {} by {}", r.epoch, clean(&r.holder))
+        });
+        let _ = writeln!(
+            out,
+            "  claim epoch known: {}; recorded on the cloud: {record}",
+            ip.epoch
+        );
     }
 
     let _ = writeln!(out, "\nPeers:");
@@ -994,6 +1011,11 @@ mod tests {
                 holders: Some(vec!["i-0001".into()]),
                 holders_checked_unix: Some(NOW - 12.0),
                 next_reconcile_in_ms: Some(48_000),
+                epoch: 7,
+                record: Some(crate::election::Record {
+                    epoch: 7,
+                    holder: "i-0001".into(),
+                }),
             }],
             peers: vec![PeerInfo {
                 id: "i-0002".into(),
@@ -1078,12 +1100,14 @@ mod tests {
             keys(&v["ips"][0]),
             [
                 "effective_priority",
+                "epoch",
                 "holders",
                 "holders_checked_unix",
                 "ip",
                 "next_reconcile_in_ms",
                 "priority",
                 "reason",
+                "record",
                 "state",
                 "state_since_unix",
                 "winner"

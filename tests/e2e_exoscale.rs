@@ -51,9 +51,13 @@ async fn one_holder_after_start_the_best_one() {
             "one attach and nothing else: {tl:?}"
         );
         // The lab reads holders from the timeline file; the control API must agree.
+        // The control API also shows the claim record (epoch 1, by lb1) made with the attach.
         let api_timeline = lab.sim_get("/_sim/timeline").await?;
+        let events = api_timeline.as_array().cloned().unwrap_or_default();
+        let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+        ensure!(kinds == ["claim", "attach"], "{api_timeline}");
         ensure!(
-            api_timeline.as_array().map(|a| a.len()) == Some(1),
+            events[0]["epoch"] == 1 && events[0]["instance"] == lab.hosts()[0].instance_id.as_str(),
             "{api_timeline}"
         );
         let state = lab.sim_state().await?.to_string();

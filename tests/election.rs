@@ -7,7 +7,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use exoip::election::{
-    Action, Admin, ClaimMode, Core, Input, Op, OpResult, Params, Role, Signal, Time, WatchedIp,
+    Action, Admin, ClaimMode, Core, Input, Op, OpResult, Params, Record, Role, Signal, Time,
+    WatchedIp,
 };
 
 const EIP: &str = "203.0.113.10";
@@ -31,6 +32,7 @@ fn params(node: &str, interval: Duration, ratio: u32) -> Params {
         backoff_max: Duration::from_secs(5),
         jitter_seed: 42,
         claim: ClaimMode::Api,
+        isolation_release_after: Some(interval * ratio * 3),
     }
 }
 
@@ -78,6 +80,8 @@ struct Cluster {
     /// exoip master never fences a live node).
     fence_ignored: BTreeSet<usize>,
     holders: BTreeMap<IpAddr, BTreeSet<String>>,
+    /// The claim record per address (compare-and-swap on the epoch, as OpenStack and Azure).
+    records: BTreeMap<IpAddr, Record>,
     /// (time, holders) after every change.
     timeline: Vec<(Time, BTreeSet<String>)>,
     api_calls: usize,
@@ -100,6 +104,7 @@ impl Cluster {
             attach_ignored: BTreeSet::new(),
             fence_ignored: BTreeSet::new(),
             holders: BTreeMap::new(),
+            records: BTreeMap::new(),
             timeline: vec![(Time::ZERO, BTreeSet::new())],
             api_calls: 0,
             claim: ClaimMode::Api,
@@ -236,11 +241,35 @@ impl Cluster {
             };
         }
         let me = self.name(i);
+        if let Op::Attach { epoch, seen } = op {
+            if *epoch != 0 {
+                let current = self.records.get(&ip).map(|r| r.epoch);
+                if current != *seen {
+                    return OpResult::Failed {
+                        kind: "conflict",
+                        message: format!("record moved: {current:?}, claim saw {seen:?}"),
+                        retry_after: None,
+                    };
+                }
+                self.records.insert(
+                    ip,
+                    Record {
+                        epoch: *epoch,
+                        holder: me.clone(),
+                    },
+                );
+            }
+        }
         let set = self.holders.entry(ip).or_default();
         let changed = match op {
-            Op::ReadHolders => return OpResult::Holders(set.iter().cloned().collect()),
-            Op::Attach if self.attach_ignored.contains(&i) => false,
-            Op::Attach => set.insert(me),
+            Op::ReadHolders => {
+                return OpResult::Holders {
+                    holders: set.iter().cloned().collect(),
+                    record: self.records.get(&ip).cloned(),
+                }
+            }
+            Op::Attach { .. } if self.attach_ignored.contains(&i) => false,
+            Op::Attach { .. } => set.insert(me),
             Op::Detach(who) if *who != me && self.fence_ignored.contains(&i) => false,
             Op::Admit(who) => set.insert(who.clone()),
             Op::Detach(who) => set.remove(who),
@@ -1095,4 +1124,193 @@ fn local_only_mode_never_calls_the_api() {
     assert!(c.nodes[1].exited);
     assert_eq!(c.alias_nodes(), vec!["lb3".to_string()]);
     assert_eq!(c.api_calls, 0, "{}", c.dump());
+}
+
+/// Holder-set changes after `from` (each attach or detach that changed the set).
+fn changes_after(c: &Cluster, from: Time) -> Vec<(Time, BTreeSet<String>)> {
+    c.timeline
+        .iter()
+        .filter(|(t, _)| *t > from)
+        .cloned()
+        .collect()
+}
+
+/// Longest interval with two holders or more after `from`.
+fn longest_multi_after(c: &Cluster, from: Time) -> Duration {
+    let mut longest = Duration::ZERO;
+    let mut since: Option<Time> = None;
+    for (t, h) in &c.timeline {
+        if h.len() > 1 {
+            since.get_or_insert(*t);
+        } else if let Some(s) = since.take() {
+            if *t > from {
+                longest = longest.max(*t - s.max(from));
+            }
+        }
+    }
+    if let Some(s) = since {
+        longest = longest.max(c.now - s.max(from));
+    }
+    longest
+}
+
+fn cut_both(c: &mut Cluster, a: usize, b: usize) {
+    c.cut.insert((a, b));
+    c.cut.insert((b, a));
+}
+
+#[test]
+fn symmetric_partition_with_the_api_reachable_changes_owner_once_and_nobody_fights() {
+    let mut c = Cluster::new(&[("lb1", 10), ("lb2", 20)], ms(1000), 3);
+    c.run_for(ms(6000));
+    c.assert_settled_on("lb1");
+    let t0 = c.now;
+    cut_both(&mut c, 0, 1);
+    // Two reconcile periods: without the arbiter, lb1 would re-claim at each of its reads.
+    c.run_for(Duration::from_secs(70));
+    let changes = changes_after(&c, t0);
+    let sets: Vec<Vec<String>> = changes
+        .iter()
+        .map(|(_, h)| h.iter().cloned().collect())
+        .collect();
+    assert_eq!(
+        sets,
+        vec![vec!["lb1", "lb2"], vec!["lb2"]],
+        "lb2 claims once and fences lb1; lb1 stands by\n{}",
+        c.dump()
+    );
+    assert!(longest_multi_after(&c, t0) <= ms(100), "{}", c.dump());
+    assert_eq!(c.holders_now(), ["lb2".to_string()].into());
+    assert_eq!(c.alias_nodes(), vec!["lb2".to_string()], "{}", c.dump());
+    // Heal: lb1 (better) takes it back once, with an overlap, never a gap.
+    let t1 = c.now;
+    c.cut.clear();
+    c.run_for(ms(15000));
+    c.assert_settled_on("lb1");
+    assert_eq!(c.longest_gap_after(t1), Duration::ZERO);
+    assert_eq!(changes_after(&c, t1).len(), 2, "{}", c.dump());
+}
+
+#[test]
+fn asymmetric_partition_settles_without_flapping() {
+    let mut c = Cluster::new(&[("lb1", 10), ("lb2", 20)], ms(1000), 3);
+    c.run_for(ms(6000));
+    c.assert_settled_on("lb1");
+    let t0 = c.now;
+    // lb2 no longer hears lb1; lb1 still hears lb2.
+    c.cut.insert((0, 1));
+    c.run_for(Duration::from_secs(100));
+    let changes = changes_after(&c, t0);
+    assert!(
+        changes.len() <= 4,
+        "at most two ownership changes in 100 s: {changes:?}\n{}",
+        c.dump()
+    );
+    let last_change = changes.last().map(|(t, _)| *t).unwrap_or(t0);
+    assert!(
+        c.now - last_change > Duration::from_secs(60),
+        "settled for the last minute\n{}",
+        c.dump()
+    );
+    assert_eq!(c.holders_now().len(), 1, "{}", c.dump());
+    assert_eq!(c.longest_gap_after(t0), Duration::ZERO, "{}", c.dump());
+}
+
+#[test]
+fn an_isolated_master_drops_the_address_and_comes_back_without_a_gap() {
+    let mut c = Cluster::new(&[("lb1", 10), ("lb2", 20)], ms(1000), 3);
+    c.run_for(ms(6000));
+    c.assert_settled_on("lb1");
+    let t0 = c.now;
+    // lb1 loses everything: heartbeats both ways and its API access.
+    cut_both(&mut c, 0, 1);
+    c.api_down.insert(0);
+    c.run_for(ms(5000));
+    assert_eq!(c.holders_now(), ["lb2".to_string()].into(), "{}", c.dump());
+    // Self-fencing after 3 dead periods of silence (9 s) plus one read attempt.
+    c.run_for(ms(7000));
+    assert_eq!(c.alias_nodes(), vec!["lb2".to_string()], "{}", c.dump());
+    let dropped = c.nodes[0]
+        .transitions
+        .iter()
+        .any(|(t, _, to, why)| *t > t0 && *to == Role::Backup && why.contains("isolated"));
+    assert!(dropped, "{}", c.dump());
+    let t1 = c.now;
+    c.cut.clear();
+    c.api_down.clear();
+    c.run_for(ms(15000));
+    c.assert_settled_on("lb1");
+    assert_eq!(c.longest_gap_after(t1), Duration::ZERO);
+}
+
+#[test]
+fn a_lone_node_without_api_keeps_serving() {
+    // Never heard a peer: isolation cannot be told from being alone, so no self-fencing.
+    let mut c = Cluster::new(&[("lb1", 10)], ms(1000), 3);
+    c.run_for(ms(6000));
+    c.assert_settled_on("lb1");
+    c.api_down.insert(0);
+    c.run_for(Duration::from_secs(60));
+    assert_eq!(c.alias_nodes(), vec!["lb1".to_string()]);
+}
+
+#[test]
+fn a_claim_on_a_stale_record_is_refused_and_retried_after_a_read() {
+    let mut c = Cluster::new(&[("lb1", 10), ("lb2", 20)], ms(1000), 3);
+    c.run_for(ms(6000));
+    c.assert_settled_on("lb1");
+    // Someone else (an operator's script, a third agent) recorded a claim lb2 never saw.
+    c.records.insert(
+        eip(),
+        Record {
+            epoch: 41,
+            holder: "lb1".into(),
+        },
+    );
+    let t0 = c.now;
+    c.kill(0);
+    // lb2's claim is refused (the record moved), it reads: a claim it never heard of, by a
+    // holder it cannot hear. It stands by...
+    c.run_for(Duration::from_secs(60));
+    assert_eq!(c.holders_now(), ["lb1".to_string()].into(), "{}", c.dump());
+    // ...for the patience (10 reconcile periods), then claims over it.
+    c.run_for(Duration::from_secs(250));
+    c.assert_settled_on("lb2");
+    assert_eq!(c.records[&eip()].epoch, 42, "{}", c.dump());
+    let took = c.first_time_held_by("lb2", t0).unwrap() - t0;
+    assert!(took < Duration::from_secs(310), "{took:?}");
+}
+
+#[test]
+fn a_plain_failover_claims_at_once_on_the_epoch_it_heard() {
+    let mut c = Cluster::new(&[("lb1", 10), ("lb2", 20)], ms(1000), 3);
+    c.run_for(ms(6000));
+    c.assert_settled_on("lb1");
+    let t0 = c.now;
+    let calls = c.api_calls;
+    c.kill(0);
+    c.run_for(ms(5000));
+    c.assert_settled_on("lb2");
+    assert_eq!(c.records[&eip()].epoch, 2);
+    // Claim, read, fence: no conflict round trip although lb2 last read before lb1's claim.
+    let failed = c.nodes[1]
+        .transitions
+        .iter()
+        .any(|(_, _, _, why)| why.contains("conflict"));
+    assert!(!failed, "{}", c.dump());
+    assert!(c.api_calls - calls <= 4, "{} calls", c.api_calls - calls);
+    assert!(c.first_time_held_by("lb2", t0).unwrap() - t0 < ms(3200));
+}
+
+#[test]
+fn a_holder_that_dies_mid_claim_is_taken_over_at_once() {
+    // lb1 announces its claim (epoch 1) and dies before the API call returns: the record names
+    // it, but lb2 heard the epoch, so the record is no news and lb2 claims after the dead period.
+    let mut c = Cluster::new(&[("lb1", 10), ("lb2", 20)], ms(1000), 3);
+    c.run_until(ms(3005));
+    assert_eq!(role_of(&c, 0), Role::Claiming, "{}", c.dump());
+    c.kill(0);
+    c.run_for(ms(6000));
+    c.assert_settled_on("lb2");
+    assert_eq!(c.records[&eip()].epoch, 2, "{}", c.dump());
 }

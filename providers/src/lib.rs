@@ -41,6 +41,39 @@ pub struct Instance {
     pub addresses: Vec<IpAddr>,
 }
 
+/// The last claim recorded on the address's cloud resource: the arbiter between nodes that
+/// cannot hear each other (the newest claim wins; see `docs/arbiter.md`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimRecord {
+    /// Grows by one with every claim.
+    pub epoch: u64,
+    /// Who made that claim.
+    pub holder: InstanceId,
+}
+
+/// How a provider keeps the [`ClaimRecord`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arbiter {
+    /// No record in this cloud or mode: the holders alone decide.
+    None,
+    /// Written next to the attach and read back; without a version check, two concurrent
+    /// claims can both pass, and the last writer's record then decides at the next read.
+    WriteThenVerify,
+    /// Compare-and-swap on the resource's version: a claim based on a stale read fails with
+    /// [`Error::Conflict`] and changes nothing.
+    CompareAndSwap,
+}
+
+/// What the API says about an address.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AddressState {
+    /// The instances it is attached to right now.
+    pub holders: Vec<InstanceId>,
+    /// The last claim recorded on it, if any (always `None` with [`Arbiter::None`]).
+    pub record: Option<ClaimRecord>,
+}
+
 /// Why a provider call failed, in the terms the decision core acts on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
@@ -146,4 +179,28 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Detach the address from `from`. Detaching where it is not attached succeeds.
     async fn detach(&self, ip: IpAddr, from: &InstanceId) -> Result<()>;
+
+    /// How this provider (in its configured mode) keeps the claim record.
+    fn arbiter(&self) -> Arbiter {
+        Arbiter::None
+    }
+
+    /// The holders and the claim record, read together where the cloud allows.
+    async fn state(&self, ip: IpAddr) -> Result<AddressState> {
+        Ok(AddressState {
+            holders: self.holders(ip).await?,
+            record: None,
+        })
+    }
+
+    /// Attach the address to `record.holder` and record the claim on the cloud resource.
+    /// `seen` is the epoch of the record read before deciding to claim (`None`: there was no
+    /// record). With [`Arbiter::CompareAndSwap`] a claim whose `seen` no longer matches, or
+    /// whose write loses a version race, fails with [`Error::Conflict`] and changes nothing;
+    /// with [`Arbiter::WriteThenVerify`] a read-back that shows another claim fails the same way
+    /// (the attach may then have happened: the next read tells).
+    async fn claim(&self, ip: IpAddr, record: &ClaimRecord, seen: Option<u64>) -> Result<()> {
+        let _ = seen;
+        self.attach(ip, &record.holder).await
+    }
 }

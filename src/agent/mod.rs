@@ -14,13 +14,13 @@ use anyhow::anyhow;
 use exoip_providers::azure::Azure;
 use exoip_providers::exoscale::{Exoscale, ExoscaleConfig};
 use exoip_providers::openstack::OpenStack;
-use exoip_providers::{Error as ProviderError, Instance, InstanceId, Provider};
+use exoip_providers::{ClaimRecord, Error as ProviderError, Instance, InstanceId, Provider};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::cli::AgentArgs;
 use crate::config::{Cloud, Config, Holding, LogFormat, Mode};
-use crate::election::{Op, OpResult};
+use crate::election::{Op, OpResult, Record};
 use crate::holding::LocalHold;
 
 mod watchdog;
@@ -325,11 +325,23 @@ pub(crate) async fn call(
 ) -> OpResult {
     let started = Instant::now();
     let result = match op {
-        Op::ReadHolders => provider
-            .holders(ip)
-            .await
-            .map(|h| OpResult::Holders(h.into_iter().map(|i| i.0).collect())),
-        Op::Attach => provider.attach(ip, me).await.map(|_| OpResult::Done),
+        Op::ReadHolders => provider.state(ip).await.map(|st| OpResult::Holders {
+            holders: st.holders.into_iter().map(|i| i.0).collect(),
+            record: st.record.map(|r| Record {
+                epoch: r.epoch,
+                holder: r.holder.0,
+            }),
+        }),
+        Op::Attach { epoch, seen } => {
+            let record = ClaimRecord {
+                epoch: *epoch,
+                holder: me.clone(),
+            };
+            provider
+                .claim(ip, &record, *seen)
+                .await
+                .map(|_| OpResult::Done)
+        }
         Op::Admit(who) => provider
             .attach(ip, &InstanceId(who.clone()))
             .await
@@ -353,7 +365,8 @@ pub(crate) async fn call(
 pub(crate) fn op_name(op: &Op) -> String {
     match op {
         Op::ReadHolders => "reading the holders".to_string(),
-        Op::Attach => "attach".to_string(),
+        Op::Attach { epoch: 0, .. } => "attach".to_string(),
+        Op::Attach { epoch, .. } => format!("claim (epoch {epoch})"),
         Op::Admit(who) => format!("allow {who} again"),
         Op::Detach(who) => format!("detach from {who}"),
     }

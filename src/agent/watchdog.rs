@@ -360,6 +360,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         backoff_max: Duration::from_secs(10).min(cfg.reconcile_interval),
         jitter_seed: rand::random(),
         claim: cfg.claim,
+        isolation_release_after: cfg.isolation_release_after,
     };
     let core = Core::new(params, &cfg.addresses, Time::ZERO);
     let legacy = cfg.legacy_protocol.then(|| {
@@ -957,6 +958,8 @@ impl Driver {
                 next_reconcile_in_ms: s
                     .next_reconcile
                     .map(|t| t.saturating_sub(now).as_millis() as u64),
+                epoch: s.epoch,
+                record: s.record,
             })
             .collect();
         let peers = self
@@ -1022,7 +1025,7 @@ impl Driver {
 fn op_label(op: &Op) -> &'static str {
     match op {
         Op::ReadHolders => "holders",
-        Op::Attach => "attach",
+        Op::Attach { .. } => "attach",
         Op::Admit(_) => "admit",
         Op::Detach(_) => "detach",
     }

@@ -175,6 +175,52 @@ pub fn put_body(nic: &Value) -> Result<Value, Error> {
     Ok(body)
 }
 
+/// Read-only fields of a public IP's `properties` (the Python SDK's model marks them so).
+const PIP_READ_ONLY_PROPERTIES: [&str; 3] =
+    ["provisioningState", "resourceGuid", "ipConfiguration"];
+
+/// The body of a public IP PUT that changes nothing: the GET without its read-only fields.
+pub fn pip_put_body(pip: &Value) -> Result<Value, Error> {
+    let mut body = pip.clone();
+    let top = body
+        .as_object_mut()
+        .ok_or_else(|| Error::Invalid("a public IP is not a JSON object".into()))?;
+    for key in READ_ONLY_TOP {
+        top.remove(key);
+    }
+    if let Some(properties) = top.get_mut("properties").and_then(Value::as_object_mut) {
+        for key in PIP_READ_ONLY_PROPERTIES {
+            properties.remove(key);
+        }
+    }
+    Ok(body)
+}
+
+/// A resource's tag, if it is a string.
+pub fn tag<'a>(resource: &'a Value, key: &str) -> Option<&'a str> {
+    resource.get("tags")?.get(key)?.as_str()
+}
+
+/// Sets tags on a PUT body, keeping every other tag.
+pub fn set_tags(body: &mut Value, tags: &[(String, String)]) -> Result<(), Error> {
+    let top = body
+        .as_object_mut()
+        .ok_or_else(|| Error::Invalid("a resource is not a JSON object".into()))?;
+    let entry = top
+        .entry("tags")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if entry.is_null() {
+        *entry = Value::Object(Map::new());
+    }
+    let map = entry
+        .as_object_mut()
+        .ok_or_else(|| Error::Invalid("a resource's tags are not a JSON object".into()))?;
+    for (key, value) in tags {
+        map.insert(key.clone(), Value::String(value.clone()));
+    }
+    Ok(())
+}
+
 fn configs_mut(body: &mut Value) -> Result<&mut Vec<Value>, Error> {
     body.pointer_mut("/properties/ipConfigurations")
         .and_then(Value::as_array_mut)

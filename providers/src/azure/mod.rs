@@ -11,6 +11,12 @@
 //! A move is always two whole-NIC PUTs, detach first, each with `If-Match` and each waited for
 //! through its `Azure-AsyncOperation` on our own fast schedule. The NIC bodies stay JSON values
 //! from GET to PUT (see [`arm`]) so that no property is lost on the way.
+//!
+//! The claim record (`docs/arbiter.md`) is a pair of tags, written with `If-Match` on the etag
+//! of the read that checked the record before ([`Arbiter::CompareAndSwap`]): in public-ip mode
+//! `exoip-epoch`/`exoip-holder` on the public IP, in a whole-resource PUT of it before the
+//! address moves; in secondary-ip mode `exoip-epoch-<ip>`/`exoip-holder-<ip>` on the NIC that
+//! takes the ipConfiguration, in the PUT that adds it. lb-probe mode has none.
 
 pub mod arm;
 mod auth;
@@ -29,12 +35,15 @@ use serde_json::Value;
 
 use self::arm::{
     config_ip, config_name, config_public_ip, etag, find_config, ip_configs, last_segment,
-    nic_of_ip_config, nic_vm, primary_config, same_id, text, Poll, SecondaryTemplate, State,
+    nic_of_ip_config, nic_vm, primary_config, same_id, tag, text, Poll, SecondaryTemplate, State,
 };
 use self::auth::{Proof, Token, TokenCache, TokenSource, IDENTITY_API_VERSION};
 use self::imds::{Imds, InstanceMetadata};
+use crate::exoscale::{check_claim_epoch, describe};
 use crate::http::{HttpClient, HttpOptions, HttpResponse, Method, RequestSpec, RetryPolicy, Url};
-use crate::{Error, Instance, InstanceId, Provider, Result, Secret};
+use crate::{
+    AddressState, Arbiter, ClaimRecord, Error, Instance, InstanceId, Provider, Result, Secret,
+};
 
 pub const DEFAULT_ARM_ENDPOINT: &str = "https://management.azure.com";
 pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
@@ -42,6 +51,57 @@ pub const DEFAULT_METADATA_URL: &str = "http://169.254.169.254";
 /// A long-deployed Network API version: the newest ones may be missing in sovereign clouds and
 /// Azure Stack (azure.md §3.1).
 pub const DEFAULT_API_VERSION: &str = "2024-05-01";
+
+/// The tags that hold the claim record on a public IP (public-ip mode).
+pub const EPOCH_TAG: &str = "exoip-epoch";
+pub const HOLDER_TAG: &str = "exoip-holder";
+
+/// Secondary-ip mode: the NIC tags that hold the claim record of `ip`, e.g.
+/// `exoip-epoch-192.0.2.100` (an IPv6 address with `-` for `:`). Named after the address
+/// because one NIC may carry several floating addresses.
+pub fn secondary_record_tags(ip: IpAddr) -> (String, String) {
+    let address = ip.to_string().replace(':', "-");
+    (
+        format!("{EPOCH_TAG}-{address}"),
+        format!("{HOLDER_TAG}-{address}"),
+    )
+}
+
+/// The claim record of two tags; `None` when absent, incomplete or malformed (edited by hand):
+/// a claim then writes a well-formed one over it.
+pub(crate) fn record_from_tags(epoch: Option<&str>, holder: Option<&str>) -> Option<ClaimRecord> {
+    let epoch = epoch?.trim().parse::<u64>().ok()?;
+    let holder = holder?.trim();
+    arm::check_name("holder", holder).ok()?;
+    Some(ClaimRecord {
+        epoch,
+        holder: InstanceId(holder.to_string()),
+    })
+}
+
+fn pip_record(pip: &Value) -> Option<ClaimRecord> {
+    record_from_tags(tag(pip, EPOCH_TAG), tag(pip, HOLDER_TAG))
+}
+
+/// The tags a claim writes.
+fn record_tags(keys: (String, String), record: &ClaimRecord) -> [(String, String); 2] {
+    [
+        (keys.0, record.epoch.to_string()),
+        (keys.1, record.holder.0.clone()),
+    ]
+}
+
+/// A claim whose `seen` is not the record in force changes nothing.
+fn check_seen(ip: IpAddr, found: Option<&ClaimRecord>, seen: Option<u64>) -> Result<()> {
+    if found.map(|r| r.epoch) == seen {
+        return Ok(());
+    }
+    Err(Error::Conflict(format!(
+        "the claim record of {ip} is {}, not epoch {}: someone claimed it since",
+        describe(found),
+        seen.map_or("none".to_string(), |e| e.to_string()),
+    )))
+}
 
 /// Pages of a list followed at most: a server that keeps sending `nextLink` must not keep us.
 const MAX_PAGES: usize = 100;
@@ -417,6 +477,17 @@ enum PutOutcome {
     /// The address is still held elsewhere (`PublicIPAddressInUse`, `PrivateIPAddressInUse`,
     /// `PrivateIPAddressIsBeingCleanedUp`): worth retrying once a release has finished.
     InUse(Error),
+}
+
+/// What a secondary-ip claim hands to the move after its own compare-and-swap.
+struct SecondaryClaim {
+    /// The record's tags, for the NIC that takes the address.
+    tags: Vec<(String, String)>,
+    /// The claim released the address from its holder: an `InUse` answer is that release
+    /// settling, worth waiting for.
+    released: bool,
+    /// The subnet of the address's ipConfiguration, to pick among the VM's NICs.
+    subnet: Option<String>,
 }
 
 /// Where an operation's outcome is read.
@@ -826,7 +897,8 @@ impl Azure {
 
     // ----- long-running operations -------------------------------------------------------
 
-    /// PUTs a whole NIC with `If-Match` and waits for the operation to finish.
+    /// PUTs a whole resource (a NIC, a public IP) with `If-Match` and waits for the operation
+    /// to finish.
     async fn put_nic(
         &self,
         nic_id: &str,
@@ -839,8 +911,8 @@ impl Azure {
         let spec = RequestSpec::json(Method::PUT, url.clone(), body)?;
         if etag.is_none() {
             tracing::warn!(
-                nic = nic_id,
-                "the network interface has no etag: PUT without If-Match"
+                resource = nic_id,
+                "the resource has no etag: PUT without If-Match"
             );
         }
         let started = Instant::now();
@@ -854,7 +926,7 @@ impl Azure {
         }
         self.wait(&response, url, deadline, what).await?;
         tracing::info!(
-            nic = last_segment(nic_id),
+            resource = last_segment(nic_id),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "{what}: done"
         );
@@ -905,10 +977,17 @@ impl Azure {
         let mut throttled: Option<Duration> = None;
         let mut errors = 0;
         let mut last = String::from("not polled yet");
+        let mut first = true;
         loop {
-            // Our own fast schedule, slowed down to the server's Retry-After up to poll_max
-            // (azure.md §6: min(Retry-After, 2 s)); throttling is honoured in full.
-            let mut wait = delay.max(hint.map_or(Duration::ZERO, |h| h.min(self.poll_max)));
+            // One early look (as the SDKs poll once at once: a quick change is often done by
+            // then), then our own schedule slowed down to the server's Retry-After up to
+            // poll_max (azure.md §6: min(Retry-After, 2 s)); throttling is honoured in full.
+            let advised = if std::mem::take(&mut first) {
+                Duration::ZERO
+            } else {
+                hint.map_or(Duration::ZERO, |h| h.min(self.poll_max))
+            };
+            let mut wait = delay.max(advised);
             if let Some(t) = throttled.take() {
                 wait = wait.max(t);
             }
@@ -1160,7 +1239,28 @@ impl Azure {
         let ctx = self.context().await?;
         let deadline = self.read_deadline();
         let pip = self.find_public_ip(ctx, ip, deadline).await?;
-        let Some(config) = text(&pip, "/properties/ipConfiguration/id") else {
+        self.holders_of_pip(ip, &pip, deadline).await
+    }
+
+    /// The holders and the claim record (its tags) of the public IP, from one read of it.
+    async fn public_ip_state(&self, ip: IpAddr) -> Result<AddressState> {
+        let ctx = self.context().await?;
+        let deadline = self.read_deadline();
+        let pip = self.find_public_ip(ctx, ip, deadline).await?;
+        Ok(AddressState {
+            holders: self.holders_of_pip(ip, &pip, deadline).await?,
+            record: pip_record(&pip),
+        })
+    }
+
+    /// The VM whose NIC the public IP's back-reference names, if any.
+    async fn holders_of_pip(
+        &self,
+        ip: IpAddr,
+        pip: &Value,
+        deadline: Instant,
+    ) -> Result<Vec<InstanceId>> {
+        let Some(config) = text(pip, "/properties/ipConfiguration/id") else {
             return Ok(Vec::new());
         };
         let Some(nic) = nic_of_ip_config(config) else {
@@ -1179,6 +1279,72 @@ impl Azure {
     async fn attach_public_ip(&self, ip: IpAddr, to: &InstanceId) -> Result<()> {
         let _one_move = self.moves.lock().await;
         let deadline = Instant::now() + self.operation_timeout;
+        self.move_public_ip(ip, to, deadline).await
+    }
+
+    /// Public-ip mode's claim: the record first, as tags on the public IP in a whole-resource
+    /// PUT with `If-Match` on the etag of the read that checked `seen` (412: someone wrote in
+    /// between, nothing moved), waited for; then the move as [`Azure::attach_public_ip`] does.
+    async fn claim_public_ip_record(
+        &self,
+        ip: IpAddr,
+        record: &ClaimRecord,
+        seen: Option<u64>,
+    ) -> Result<()> {
+        let _one_move = self.moves.lock().await;
+        let deadline = Instant::now() + self.operation_timeout;
+        let ctx = self.context().await?;
+        let found = self.find_public_ip(ctx, ip, deadline).await?;
+        let pip_id = text(&found, "/id")
+            .ok_or_else(|| Error::Invalid(format!("the public IP {ip} has no id")))?
+            .to_string();
+        // Read by id: its ETag header is what guards the write.
+        let url = self.id_url(&pip_id)?;
+        let (pip, headers) = self.get(url.clone(), deadline).await?;
+        check_seen(ip, pip_record(&pip).as_ref(), seen)?;
+        let mut body = arm::pip_put_body(&pip)?;
+        arm::set_tags(
+            &mut body,
+            &record_tags((EPOCH_TAG.into(), HOLDER_TAG.into()), record),
+        )?;
+        let what = format!(
+            "recording the claim of {ip} (epoch {}) on public IP {}",
+            record.epoch,
+            last_segment(&pip_id)
+        );
+        match self
+            .put_nic(
+                &pip_id,
+                &body,
+                etag(&headers, &pip).as_deref(),
+                deadline,
+                &what,
+            )
+            .await
+        {
+            Ok(PutOutcome::Done) => {}
+            Ok(PutOutcome::InUse(e)) => return Err(e),
+            Err(e @ Error::Conflict(_)) => {
+                // Someone wrote in between; or our PUT went through and only its answer was
+                // lost (the retry then met the new etag): then the record is exactly ours.
+                let (now, _) = self.get(url.clone(), self.read_deadline()).await?;
+                if pip_record(&now).as_ref() != Some(record) {
+                    return Err(e);
+                }
+                tracing::debug!(%ip, error = %e, "conflict, but the claim record in force is ours");
+                if let State::Running(_) = arm::provisioning_state(&now) {
+                    self.poll_until_done(PollTarget::Resource(url), None, deadline, &what)
+                        .await?;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        self.move_public_ip(ip, &record.holder, deadline).await
+    }
+
+    /// Moves the public IP to VM `to` (detach from the holder, attach to `to`, verify); the
+    /// caller holds the move lock.
+    async fn move_public_ip(&self, ip: IpAddr, to: &InstanceId, deadline: Instant) -> Result<()> {
         let ctx = self.context().await?;
         let mut released = false;
         let mut retry_delay = self.poll_first;
@@ -1357,13 +1523,39 @@ impl Azure {
     async fn secondary_ip_holders(&self, ip: IpAddr) -> Result<Vec<InstanceId>> {
         let ctx = self.context().await?;
         let nics = self.list_nics(ctx, self.read_deadline()).await?;
-        let mut holders: Vec<InstanceId> = Self::secondary_holders(&nics, ip)
+        Ok(Self::secondary_vms(&nics, ip))
+    }
+
+    fn secondary_vms(nics: &[Value], ip: IpAddr) -> Vec<InstanceId> {
+        let mut holders: Vec<InstanceId> = Self::secondary_holders(nics, ip)
             .into_iter()
             .filter_map(|(nic, _)| nic_vm(nic).map(|vm| InstanceId(vm.to_string())))
             .collect();
         holders.sort();
         holders.dedup();
-        Ok(holders)
+        holders
+    }
+
+    /// Secondary-ip mode's claim record: the tags of the NIC holding the ipConfiguration (a
+    /// NIC that lost it keeps stale tags, which are ignored); when no NIC holds it, the newest
+    /// record on any NIC (the last holder keeps its tags after a release).
+    fn secondary_record(nics: &[Value], ip: IpAddr) -> Option<ClaimRecord> {
+        let (epoch, holder) = secondary_record_tags(ip);
+        let read = |nic: &Value| record_from_tags(tag(nic, &epoch), tag(nic, &holder));
+        match Self::secondary_holders(nics, ip).first() {
+            Some((nic, _)) => read(nic),
+            None => nics.iter().filter_map(read).max_by_key(|r| r.epoch),
+        }
+    }
+
+    /// The holders and the claim record, from one list of the NICs.
+    async fn secondary_ip_state(&self, ip: IpAddr) -> Result<AddressState> {
+        let ctx = self.context().await?;
+        let nics = self.list_nics(ctx, self.read_deadline()).await?;
+        Ok(AddressState {
+            holders: Self::secondary_vms(&nics, ip),
+            record: Self::secondary_record(&nics, ip),
+        })
     }
 
     /// How to rebuild the ipConfiguration of `ip` when nobody holds it (first start, or a
@@ -1408,8 +1600,124 @@ impl Azure {
     async fn attach_secondary_ip(&self, ip: IpAddr, to: &InstanceId) -> Result<()> {
         let _one_move = self.moves.lock().await;
         let deadline = Instant::now() + self.operation_timeout;
+        self.move_secondary_ip(ip, to, None, deadline)
+            .await
+            .map(|_| ())
+    }
+
+    /// Secondary-ip mode's claim, one compare-and-swap on the NICs read with the record:
+    /// the holder's NIC loses the ipConfiguration in a PUT with `If-Match` on the etag of that
+    /// read (412: someone moved it since, nothing changed), and the NIC that takes it gets the
+    /// record's tags in the PUT that adds it (ARM then refuses a second NIC the same private
+    /// address, so of two claims made from the same unheld state one gets `InUse`). Already
+    /// ours: only the tags, with `If-Match` on our NIC's etag of that read.
+    async fn claim_secondary_ip_record(
+        &self,
+        ip: IpAddr,
+        record: &ClaimRecord,
+        seen: Option<u64>,
+    ) -> Result<()> {
+        let _one_move = self.moves.lock().await;
+        let deadline = Instant::now() + self.operation_timeout;
         let ctx = self.context().await?;
-        let mut released = false;
+        let to = &record.holder;
+        let tags = record_tags(secondary_record_tags(ip), record);
+        let nics = self.list_nics(ctx, deadline).await?;
+        check_seen(ip, Self::secondary_record(&nics, ip).as_ref(), seen)?;
+        let own = self.require_nics(ctx, &nics, &to.0)?;
+        let holder = Self::secondary_holders(&nics, ip).into_iter().next();
+        let subnet = holder
+            .and_then(|(_, config)| text(config, "/properties/subnet/id"))
+            .map(str::to_string);
+        let released = match holder {
+            Some((nic, _)) if own.iter().any(|n| std::ptr::eq(*n, nic)) => {
+                let nic_id = nic_id(nic)?;
+                let mut body = arm::put_body(nic)?;
+                arm::set_tags(&mut body, &tags)?;
+                let what = format!(
+                    "recording the claim of {ip} (epoch {}) on {}",
+                    record.epoch,
+                    last_segment(&nic_id)
+                );
+                self.put_nic(
+                    &nic_id,
+                    &body,
+                    etag(&HeaderMap::new(), nic).as_deref(),
+                    deadline,
+                    &what,
+                )
+                .await?;
+                false
+            }
+            Some((nic, config)) => {
+                if arm::flag(config, "/properties/primary") {
+                    return Err(Error::Invalid(format!(
+                        "{ip} is the primary address of network interface {}, which cannot move",
+                        text(nic, "/name").unwrap_or("?")
+                    )));
+                }
+                if let Some(t) = SecondaryTemplate::from_config(config, ip) {
+                    self.templates.lock().expect("poisoned").insert(ip, t);
+                }
+                let nic_id = nic_id(nic)?;
+                let mut body = arm::put_body(nic)?;
+                arm::remove_config_with_ip(&mut body, ip)?;
+                let what = format!("removing {ip} from {}", last_segment(&nic_id));
+                match self
+                    .put_nic(
+                        &nic_id,
+                        &body,
+                        etag(&HeaderMap::new(), nic).as_deref(),
+                        deadline,
+                        &what,
+                    )
+                    .await?
+                {
+                    PutOutcome::Done => true,
+                    PutOutcome::InUse(e) => return Err(e),
+                }
+            }
+            None => false,
+        };
+        let claim = SecondaryClaim {
+            tags: tags.to_vec(),
+            released,
+            subnet,
+        };
+        let own_nic = self
+            .move_secondary_ip(ip, to, Some(&claim), deadline)
+            .await?;
+        let (nic, _) = self
+            .get(self.id_url(&own_nic)?, self.read_deadline())
+            .await?;
+        let (epoch_key, holder_key) = secondary_record_tags(ip);
+        let written = record_from_tags(tag(&nic, &epoch_key), tag(&nic, &holder_key));
+        if written.as_ref() == Some(record) {
+            Ok(())
+        } else {
+            Err(Error::Conflict(format!(
+                "after claiming {ip} with epoch {}, the record on {} is {}",
+                record.epoch,
+                last_segment(&own_nic),
+                describe(written.as_ref())
+            )))
+        }
+    }
+
+    /// Moves the secondary address to VM `to` and returns the NIC that has it; the caller
+    /// holds the move lock. With `claim`, the NIC that takes the address gets the record's
+    /// tags in the same PUT, nobody else's NIC is touched (the caller did that), and a holder
+    /// that appears meanwhile makes it a conflict.
+    async fn move_secondary_ip(
+        &self,
+        ip: IpAddr,
+        to: &InstanceId,
+        claim: Option<&SecondaryClaim>,
+        deadline: Instant,
+    ) -> Result<String> {
+        let ctx = self.context().await?;
+        let mut released = claim.is_some_and(|c| c.released);
+        let tags = claim.map(|c| c.tags.as_slice());
         let mut retry_delay = self.poll_first;
         let own_nic = loop {
             let nics = self.list_nics(ctx, deadline).await?;
@@ -1419,7 +1727,13 @@ impl Azure {
             if let Some((nic, config)) = holder {
                 if own.iter().any(|n| std::ptr::eq(*n, nic)) {
                     tracing::debug!(%ip, vm = %to, "the address is already on this VM");
-                    return Ok(());
+                    return nic_id(nic);
+                }
+                if claim.is_some() {
+                    return Err(Error::Conflict(format!(
+                        "{ip} was taken by {} while {to} claimed it",
+                        nic_vm(nic).unwrap_or("?")
+                    )));
                 }
                 if arm::flag(config, "/properties/primary") {
                     return Err(Error::Invalid(format!(
@@ -1434,6 +1748,8 @@ impl Azure {
             }
             let template = self.fresh_template(ctx, ip, deadline).await?;
             // A VM with NICs in several subnets: the one in the address's subnet.
+            let subnet_of_holder =
+                subnet_of_holder.or_else(|| claim.and_then(|c| c.subnet.clone()));
             let target = subnet_of_holder
                 .as_deref()
                 .and_then(|subnet| {
@@ -1451,7 +1767,7 @@ impl Azure {
                 released = true;
             }
             match self
-                .claim_secondary_ip(&target, &template, deadline)
+                .claim_secondary_ip(&target, &template, tags, deadline)
                 .await?
             {
                 PutOutcome::Done => break target,
@@ -1467,7 +1783,7 @@ impl Azure {
             .get(self.id_url(&own_nic)?, self.read_deadline())
             .await?;
         if ip_configs(&nic).iter().any(|c| config_ip(c) == Some(ip)) {
-            Ok(())
+            Ok(own_nic)
         } else {
             Err(Error::Conflict(format!(
                 "after attaching {ip} to {to}, network interface {} does not have it",
@@ -1537,6 +1853,7 @@ impl Azure {
         &self,
         nic_id: &str,
         template: &SecondaryTemplate,
+        tags: Option<&[(String, String)]>,
         deadline: Instant,
     ) -> Result<PutOutcome> {
         let (nic, headers) = self.get(self.id_url(nic_id)?, deadline).await?;
@@ -1562,6 +1879,9 @@ impl Azure {
             })?;
         let mut body = arm::put_body(&nic)?;
         arm::add_config(&mut body, template.build(subnet))?;
+        if let Some(tags) = tags {
+            arm::set_tags(&mut body, tags)?;
+        }
         let what = format!("adding {} ({}) to {nic_name}", template.ip, template.name);
         self.put_nic(
             nic_id,
@@ -1676,6 +1996,35 @@ impl Provider for Azure {
             AzureMode::PublicIp => self.detach_public_ip(ip, from).await,
             AzureMode::SecondaryIp => self.detach_secondary_ip(ip, from).await,
             AzureMode::LbProbe => Err(self.lb_probe_refusal("detach")),
+        }
+    }
+
+    /// public-ip and secondary-ip: tags written with `If-Match`. lb-probe: none (no ARM call
+    /// at failover; the load balancer follows whoever answers its probe).
+    fn arbiter(&self) -> Arbiter {
+        match self.mode {
+            AzureMode::PublicIp | AzureMode::SecondaryIp => Arbiter::CompareAndSwap,
+            AzureMode::LbProbe => Arbiter::None,
+        }
+    }
+
+    async fn state(&self, ip: IpAddr) -> Result<AddressState> {
+        match self.mode {
+            AzureMode::PublicIp => self.public_ip_state(ip).await,
+            AzureMode::SecondaryIp => self.secondary_ip_state(ip).await,
+            AzureMode::LbProbe => Err(self.lb_probe_refusal("state")),
+        }
+    }
+
+    async fn claim(&self, ip: IpAddr, record: &ClaimRecord, seen: Option<u64>) -> Result<()> {
+        arm::check_name("VM name", &record.holder.0)?;
+        if self.mode != AzureMode::LbProbe {
+            check_claim_epoch(ip, record, seen)?;
+        }
+        match self.mode {
+            AzureMode::PublicIp => self.claim_public_ip_record(ip, record, seen).await,
+            AzureMode::SecondaryIp => self.claim_secondary_ip_record(ip, record, seen).await,
+            AzureMode::LbProbe => Err(self.lb_probe_refusal("claim")),
         }
     }
 }

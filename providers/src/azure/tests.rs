@@ -410,3 +410,122 @@ fn links_from_arm_never_take_the_token_elsewhere() {
     assert_eq!(azure.followed_url(&long).unwrap().as_str(), long);
     assert!(azure.followed_url("file:///etc/passwd").is_err());
 }
+
+#[test]
+fn claim_records_are_read_from_tags_and_written_next_to_the_others() {
+    assert_eq!(
+        secondary_record_tags("192.0.2.100".parse().unwrap()),
+        (
+            "exoip-epoch-192.0.2.100".to_string(),
+            "exoip-holder-192.0.2.100".to_string()
+        )
+    );
+    assert_eq!(
+        secondary_record_tags("2001:db8::100".parse().unwrap()).0,
+        "exoip-epoch-2001-db8--100"
+    );
+    let r = ClaimRecord {
+        epoch: 7,
+        holder: InstanceId("vm-a".into()),
+    };
+    assert_eq!(record_from_tags(Some(" 7 "), Some("vm-a")), Some(r.clone()));
+    for (epoch, holder) in [
+        (None, Some("vm-a")),
+        (Some("7"), None),
+        (Some("seven"), Some("vm-a")),
+        (Some("-7"), Some("vm-a")),
+        (Some("7"), Some("")),
+        (Some("7"), Some("a/b")),
+    ] {
+        assert_eq!(
+            record_from_tags(epoch, holder),
+            None,
+            "{epoch:?} {holder:?}"
+        );
+    }
+
+    let pip = serde_json::json!({
+        "name": "pip-vip", "id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/publicIPAddresses/pip-vip",
+        "etag": "W/\"1\"", "type": "Microsoft.Network/publicIPAddresses", "location": "westeurope",
+        "sku": {"name": "Standard"}, "zones": ["1"], "tags": {"owner": "ops"},
+        "properties": {"provisioningState": "Succeeded", "resourceGuid": "g", "ipAddress": "203.0.113.10",
+            "publicIPAllocationMethod": "Static", "idleTimeoutInMinutes": 4,
+            "ipConfiguration": {"id": "x"}, "dnsSettings": {"domainNameLabel": "keep"}}
+    });
+    assert_eq!(pip_record(&pip), None);
+    let mut body = arm::pip_put_body(&pip).unwrap();
+    arm::set_tags(
+        &mut body,
+        &record_tags((EPOCH_TAG.into(), HOLDER_TAG.into()), &r),
+    )
+    .unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "name": "pip-vip", "id": pip["id"], "location": "westeurope",
+            "sku": {"name": "Standard"}, "zones": ["1"],
+            "tags": {"owner": "ops", "exoip-epoch": "7", "exoip-holder": "vm-a"},
+            "properties": {"ipAddress": "203.0.113.10", "publicIPAllocationMethod": "Static",
+                "idleTimeoutInMinutes": 4, "dnsSettings": {"domainNameLabel": "keep"}}
+        })
+    );
+    assert_eq!(pip_record(&body), Some(r.clone()));
+    // No tags at all, or null: an object is made.
+    let mut bare = serde_json::json!({"tags": null});
+    arm::set_tags(&mut bare, &[("a".into(), "b".into())]).unwrap();
+    assert_eq!(bare, serde_json::json!({"tags": {"a": "b"}}));
+    assert!(arm::set_tags(&mut serde_json::json!({"tags": []}), &[]).is_err());
+
+    let seen = |s| check_seen("203.0.113.10".parse().unwrap(), Some(&r), s);
+    assert!(seen(Some(7)).is_ok());
+    assert_eq!(seen(None).unwrap_err().kind(), "conflict");
+    assert_eq!(seen(Some(6)).unwrap_err().kind(), "conflict");
+    assert!(check_seen("203.0.113.10".parse().unwrap(), None, None).is_ok());
+}
+
+#[test]
+fn secondary_records_come_from_the_holder_else_the_newest() {
+    let ip: IpAddr = "192.0.2.100".parse().unwrap();
+    let nic = |vm: &str, holds: bool, tags: serde_json::Value| {
+        let mut configs = vec![serde_json::json!({"name": "ipconfig1",
+            "properties": {"primary": true, "privateIPAddress": "192.0.2.11"}})];
+        if holds {
+            configs.push(serde_json::json!({"name": "vip",
+                "properties": {"primary": false, "privateIPAddress": "192.0.2.100"}}));
+        }
+        serde_json::json!({"name": format!("nic-{vm}"), "tags": tags, "properties": {
+            "virtualMachine": {"id": format!("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/{vm}")},
+            "ipConfigurations": configs}})
+    };
+    let tags = |epoch: &str, vm: &str| serde_json::json!({"exoip-epoch-192.0.2.100": epoch, "exoip-holder-192.0.2.100": vm, "x": "y"});
+    let rec = |epoch, vm: &str| {
+        Some(ClaimRecord {
+            epoch,
+            holder: InstanceId(vm.into()),
+        })
+    };
+    // The holder's tags win over a newer stale record elsewhere.
+    let nics = vec![
+        nic("a", false, tags("9", "a")),
+        nic("b", true, tags("4", "b")),
+    ];
+    assert_eq!(Azure::secondary_record(&nics, ip), rec(4, "b"));
+    assert_eq!(
+        Azure::secondary_vms(&nics, ip),
+        vec![InstanceId("b".into())]
+    );
+    // A holder without tags: no record.
+    let nics = vec![
+        nic("a", false, tags("9", "a")),
+        nic("b", true, serde_json::json!({})),
+    ];
+    assert_eq!(Azure::secondary_record(&nics, ip), None);
+    // Nobody holds it: the newest record.
+    let nics = vec![
+        nic("a", false, tags("3", "a")),
+        nic("b", false, tags("5", "b")),
+        nic("c", false, serde_json::json!(null)),
+    ];
+    assert_eq!(Azure::secondary_record(&nics, ip), rec(5, "b"));
+    assert!(Azure::secondary_vms(&nics, ip).is_empty());
+}

@@ -4,6 +4,10 @@
 //! "The IP moves" on Exoscale means: attach the EIP to the survivor, then detach it from every
 //! other holder (an EIP may be attached to several instances at once). The guest must hold the
 //! address as a /32 (or /128) on loopback to answer for it.
+//!
+//! The claim record (`docs/arbiter.md`) lives in the EIP's labels `exoip-epoch` and
+//! `exoip-holder`. API v2 has no version check on `PUT /elastic-ip/{id}`, so a claim is
+//! write-then-verify ([`Arbiter::WriteThenVerify`]): write the labels, attach, read them back.
 
 pub mod sign;
 
@@ -20,7 +24,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::http::{HttpClient, HttpOptions, Method, RequestSpec, RetryPolicy, Url};
-use crate::{Error, Instance, InstanceId, Provider, Result, Secret};
+use crate::{
+    AddressState, Arbiter, ClaimRecord, Error, Instance, InstanceId, Provider, Result, Secret,
+};
 
 pub const DEFAULT_ZONE: &str = "ch-gva-2";
 pub const DEFAULT_METADATA_URL: &str = "http://169.254.169.254";
@@ -39,6 +45,22 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
+
+/// The elastic IP labels that hold the claim record (`docs/arbiter.md`).
+pub const EPOCH_LABEL: &str = "exoip-epoch";
+pub const HOLDER_LABEL: &str = "exoip-holder";
+
+/// The claim record of an elastic IP's labels. `None` when there is none, or when it is
+/// incomplete or malformed (edited by hand): a claim then writes a well-formed one over it.
+pub(crate) fn record_from_labels(epoch: Option<&str>, holder: Option<&str>) -> Option<ClaimRecord> {
+    let epoch = epoch?.trim().parse::<u64>().ok()?;
+    let holder = holder?.trim();
+    check_id("holder", holder).ok()?;
+    Some(ClaimRecord {
+        epoch,
+        holder: InstanceId(holder.to_string()),
+    })
+}
 
 /// The API v2 base URL of a zone, e.g. `https://api-ch-gva-2.exoscale.com/v2`.
 pub fn default_endpoint(zone: &str) -> String {
@@ -334,12 +356,7 @@ impl Exoscale {
         for eip in list.elastic_ips.unwrap_or_default() {
             // Tolerate a prefix length on the address; compare parsed, so that equivalent
             // spellings of an IPv6 address match.
-            let Some(addr) = eip
-                .ip
-                .as_deref()
-                .and_then(|s| s.split('/').next())
-                .and_then(|s| s.trim().parse::<IpAddr>().ok())
-            else {
+            let Some(addr) = eip.address() else {
                 continue;
             };
             match eip.id.filter(|id| !id.is_empty()) {
@@ -371,9 +388,14 @@ impl Exoscale {
         self.eips.lock().expect("poisoned").remove(&ip);
     }
 
-    async fn mutate(&self, action: Action, ip: IpAddr, instance: &InstanceId) -> Result<()> {
+    async fn mutate(
+        &self,
+        action: Action,
+        ip: IpAddr,
+        instance: &InstanceId,
+        deadline: Instant,
+    ) -> Result<()> {
         check_id("instance", &instance.0)?;
-        let deadline = Instant::now() + self.operation_timeout;
         let eip = self.eip_id(ip).await?;
         let verb = action.verb();
         let url = self.url(&format!("/elastic-ip/{eip}:{verb}"), &[])?;
@@ -415,6 +437,83 @@ impl Exoscale {
             self.forget_eip(ip);
         }
         Err(error)
+    }
+
+    /// `GET /elastic-ip/{id}`: the EIP with its labels. The cached id is dropped when it no
+    /// longer names the EIP of `ip` (deleted, or recreated with another address).
+    async fn read_eip(&self, ip: IpAddr, eip: &str, deadline: Instant) -> Result<ElasticIpJson> {
+        let spec = RequestSpec::new(Method::GET, self.url(&format!("/elastic-ip/{eip}"), &[])?);
+        let json: ElasticIpJson = match self.call(spec, deadline).await {
+            Ok(json) => json,
+            Err(e @ Error::NotFound(_)) => {
+                self.forget_eip(ip);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        if json.address() != Some(ip) {
+            self.forget_eip(ip);
+            return Err(Error::Retryable(format!(
+                "elastic IP {eip} no longer has the address {ip}: looking it up again"
+            )));
+        }
+        Ok(json)
+    }
+
+    /// `PUT /elastic-ip/{id}` with the whole label map (the update replaces it; the
+    /// description, left out, stays as it is), waiting for the operation.
+    async fn update_labels(
+        &self,
+        eip: &str,
+        labels: &serde_json::Map<String, serde_json::Value>,
+        deadline: Instant,
+    ) -> Result<()> {
+        let url = self.url(&format!("/elastic-ip/{eip}"), &[])?;
+        let body = serde_json::json!({ "labels": labels });
+        let spec = RequestSpec::json(Method::PUT, url, &body)?;
+        let op = self.call::<OperationJson>(spec, deadline).await?;
+        match self.wait(op, deadline).await {
+            Ok(()) => Ok(()),
+            Err(WaitError::Terminal(e) | WaitError::Unknown(e)) => Err(e),
+        }
+    }
+
+    /// Write-then-verify claim (docs/arbiter.md): check `seen` against the labels, write the
+    /// new record keeping every other label, attach, read the labels back.
+    async fn claim_eip(&self, ip: IpAddr, record: &ClaimRecord, seen: Option<u64>) -> Result<()> {
+        check_id("instance", &record.holder.0)?;
+        check_claim_epoch(ip, record, seen)?;
+        let deadline = Instant::now() + self.operation_timeout;
+        let eip = self.eip_id(ip).await?;
+        let current = self.read_eip(ip, &eip, deadline).await?;
+        let found = current.record();
+        if found.as_ref().map(|r| r.epoch) != seen {
+            return Err(Error::Conflict(format!(
+                "the claim record of elastic IP {ip} is {}, not epoch {}: someone claimed it since",
+                describe(found.as_ref()),
+                seen.map_or("none".to_string(), |e| e.to_string()),
+            )));
+        }
+        let mut labels = current.labels.clone().unwrap_or_default();
+        labels.insert(EPOCH_LABEL.into(), record.epoch.to_string().into());
+        labels.insert(HOLDER_LABEL.into(), record.holder.0.clone().into());
+        self.update_labels(&eip, &labels, deadline)
+            .await
+            .map_err(|e| with_context(e, &format!("recording the claim on elastic IP {ip}")))?;
+        self.mutate(Action::Attach, ip, &record.holder, deadline)
+            .await?;
+        // The read-back gets at least one full attempt even when the attach used up the time.
+        let reread = deadline.max(Instant::now() + self.http.request_timeout());
+        let after = self.read_eip(ip, &eip, reread).await?.record();
+        if after.as_ref() == Some(record) {
+            tracing::debug!(%ip, epoch = record.epoch, holder = %record.holder, "claim recorded and verified");
+            return Ok(());
+        }
+        Err(Error::Conflict(format!(
+            "after claiming elastic IP {ip} with epoch {} its claim record is {}: another claim won",
+            record.epoch,
+            describe(after.as_ref())
+        )))
     }
 
     /// Whether `instance` currently lists the EIP (`GET /instance/{id}` → `elastic-ips`).
@@ -622,11 +721,49 @@ impl Provider for Exoscale {
     }
 
     async fn attach(&self, ip: IpAddr, to: &InstanceId) -> Result<()> {
-        self.mutate(Action::Attach, ip, to).await
+        let deadline = Instant::now() + self.operation_timeout;
+        self.mutate(Action::Attach, ip, to, deadline).await
     }
 
     async fn detach(&self, ip: IpAddr, from: &InstanceId) -> Result<()> {
-        self.mutate(Action::Detach, ip, from).await
+        let deadline = Instant::now() + self.operation_timeout;
+        self.mutate(Action::Detach, ip, from, deadline).await
+    }
+
+    /// No version check exists on the elastic IP's update: write, then verify.
+    fn arbiter(&self) -> Arbiter {
+        Arbiter::WriteThenVerify
+    }
+
+    async fn state(&self, ip: IpAddr) -> Result<AddressState> {
+        let eip = self.eip_id(ip).await?;
+        let deadline = Instant::now() + self.http.retry_policy().max_elapsed;
+        let record = self.read_eip(ip, &eip, deadline).await?.record();
+        let holders = self.holders(ip).await?;
+        Ok(AddressState { holders, record })
+    }
+
+    async fn claim(&self, ip: IpAddr, record: &ClaimRecord, seen: Option<u64>) -> Result<()> {
+        self.claim_eip(ip, record, seen).await
+    }
+}
+
+/// A claim must come after the one it was based on (the epoch grows with every claim).
+pub(crate) fn check_claim_epoch(ip: IpAddr, record: &ClaimRecord, seen: Option<u64>) -> Result<()> {
+    match seen {
+        Some(seen) if record.epoch <= seen => Err(Error::Invalid(format!(
+            "a claim of {ip} with epoch {} cannot follow epoch {seen}",
+            record.epoch
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A claim record for messages: `epoch 7 (holder …)` or `none`.
+pub(crate) fn describe(record: Option<&ClaimRecord>) -> String {
+    match record {
+        Some(r) => format!("epoch {} (holder {})", r.epoch, r.holder),
+        None => "none".to_string(),
     }
 }
 
@@ -788,6 +925,29 @@ struct ElasticIpJson {
     id: Option<String>,
     #[serde(default)]
     ip: Option<String>,
+    /// Kept as JSON so that a read-modify-write sends every other label back as read.
+    #[serde(default)]
+    labels: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl ElasticIpJson {
+    /// The address, tolerating a prefix length and any spelling of an IPv6 address.
+    fn address(&self) -> Option<IpAddr> {
+        self.ip
+            .as_deref()
+            .and_then(|s| s.split('/').next())
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    fn record(&self) -> Option<ClaimRecord> {
+        let label = |name: &str| {
+            self.labels
+                .as_ref()
+                .and_then(|l| l.get(name))
+                .and_then(serde_json::Value::as_str)
+        };
+        record_from_labels(label(EPOCH_LABEL), label(HOLDER_LABEL))
+    }
 }
 
 #[derive(Deserialize, Debug)]
@@ -970,6 +1130,60 @@ mod tests {
         assert_eq!(
             default_endpoint(DEFAULT_ZONE),
             "https://api-ch-gva-2.exoscale.com/v2"
+        );
+    }
+
+    #[test]
+    fn claim_records_are_read_from_the_labels() {
+        let record = |epoch, holder: &str| {
+            Some(ClaimRecord {
+                epoch,
+                holder: InstanceId(holder.into()),
+            })
+        };
+        let id = "2f6a9a43-1c51-4a4e-9e0a-6f5bd2a7c1d0";
+        assert_eq!(record_from_labels(Some("7"), Some(id)), record(7, id));
+        assert_eq!(record_from_labels(Some(" 7\n"), Some(id)), record(7, id));
+        for (epoch, holder) in [
+            (None, Some(id)),
+            (Some("7"), None),
+            (Some("x"), Some(id)),
+            (Some("-1"), Some(id)),
+            (Some("7"), Some("")),
+            (Some("7"), Some("../x")),
+        ] {
+            assert_eq!(
+                record_from_labels(epoch, holder),
+                None,
+                "{epoch:?} {holder:?}"
+            );
+        }
+        let eip: ElasticIpJson = serde_json::from_str(&format!(
+            r#"{{"id":"e1","ip":"203.0.113.10/32","labels":{{"role":"lb","exoip-epoch":"3","exoip-holder":"{id}"}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(eip.address(), Some("203.0.113.10".parse().unwrap()));
+        assert_eq!(eip.record(), record(3, id));
+        let bare: ElasticIpJson = serde_json::from_str(r#"{"labels":{"exoip-epoch":3}}"#).unwrap();
+        assert_eq!(bare.record(), None);
+        assert_eq!(bare.address(), None);
+
+        let ip: IpAddr = "203.0.113.10".parse().unwrap();
+        let r = ClaimRecord {
+            epoch: 3,
+            holder: InstanceId(id.into()),
+        };
+        assert!(check_claim_epoch(ip, &r, None).is_ok());
+        assert!(check_claim_epoch(ip, &r, Some(2)).is_ok());
+        assert_eq!(
+            check_claim_epoch(ip, &r, Some(3)).unwrap_err().kind(),
+            "invalid"
+        );
+        assert_eq!(describe(Some(&r)), format!("epoch 3 (holder {id})"));
+        assert_eq!(describe(None), "none");
+        assert_eq!(
+            client("http://192.0.2.1/v2").arbiter(),
+            Arbiter::WriteThenVerify
         );
     }
 

@@ -1,5 +1,10 @@
 //! Floating-IP mode: who holds a floating IP, and moving it with one fenced PUT
-//! (shared/clouds/openstack.md §3, §9.4–9.6).
+//! (shared/clouds/openstack.md §3, §9.4–9.6), which also carries the claim record.
+//!
+//! The record is one token in the floating IP's `description`,
+//! `exoip:epoch=<n>,holder=<server uuid>`: any other text there is the user's and stays. The
+//! PUT that moves the address writes it, with `If-Match: revision_number=<read>`, so a claim
+//! based on a stale read fails as a whole (412) and changes nothing (`docs/arbiter.md`).
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -10,7 +15,86 @@ use super::neutron::{
     parse_ip, FloatingIpJson, FloatingIpList, FloatingIpOne, PortJson, RouterList,
 };
 use super::OpenStack;
-use crate::{Error, InstanceId, Result};
+use crate::exoscale::{check_claim_epoch, describe};
+use crate::{AddressState, ClaimRecord, Error, InstanceId, Result};
+
+/// Neutron's limit on a description, in characters.
+const MAX_DESCRIPTION: usize = 255;
+/// How the record token starts (a word of the description).
+const TOKEN: &str = "exoip:epoch=";
+
+/// The byte ranges of the record tokens in `text`: its whitespace-separated words that start
+/// with [`TOKEN`].
+fn token_spans(text: &str) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let mut start = None;
+    for (i, c) in text
+        .char_indices()
+        .chain(std::iter::once((text.len(), ' ')))
+    {
+        if c.is_whitespace() {
+            if let Some(s) = start.take() {
+                if text[s..i].starts_with(TOKEN) {
+                    spans.push((s, i));
+                }
+            }
+        } else if start.is_none() {
+            start = Some(i);
+        }
+    }
+    spans
+}
+
+/// `exoip:epoch=7,holder=<uuid>` → the record; anything else (edited by hand) → `None`.
+fn parse_token(word: &str) -> Option<ClaimRecord> {
+    let (epoch, holder) = word.strip_prefix(TOKEN)?.split_once(',')?;
+    let epoch = epoch.parse::<u64>().ok()?;
+    let holder = holder.strip_prefix("holder=")?;
+    super::check_id("holder", holder).ok()?;
+    Some(ClaimRecord {
+        epoch,
+        holder: InstanceId(holder.to_string()),
+    })
+}
+
+fn token(record: &ClaimRecord) -> String {
+    format!("{TOKEN}{},holder={}", record.epoch, record.holder)
+}
+
+/// The claim record in a floating IP's description: its first well-formed token.
+pub(crate) fn record_from_description(text: &str) -> Option<ClaimRecord> {
+    token_spans(text)
+        .into_iter()
+        .find_map(|(a, b)| parse_token(&text[a..b]))
+}
+
+/// `text` with its record token replaced by `record`'s (appended after a space when there is
+/// none); further tokens are removed, so there is only ever one. Everything else stays.
+pub(crate) fn description_with(text: &str, record: &ClaimRecord) -> String {
+    let new = token(record);
+    let spans = token_spans(text);
+    let Some(&(first_start, first_end)) = spans.first() else {
+        return if text.is_empty() {
+            new
+        } else if text.ends_with(char::is_whitespace) {
+            format!("{text}{new}")
+        } else {
+            format!("{text} {new}")
+        };
+    };
+    let mut out = String::with_capacity(text.len() + new.len());
+    out.push_str(&text[..first_start]);
+    out.push_str(&new);
+    let mut at = first_end;
+    for &(start, end) in &spans[1..] {
+        // Drop the extra token with the whitespace before it.
+        let kept = text[at..start].trim_end();
+        out.push_str(kept);
+        at = end;
+    }
+    out.push_str(&text[at..]);
+    out
+}
 
 /// Where a floating IP goes for a server: a port, and the fixed IP when the port has several
 /// IPv4 addresses (Neutron then wants to be told which).
@@ -84,6 +168,96 @@ impl OpenStack {
             Ok(port) => Ok(port.device().map(str::to_string)),
             // Deleted since: deleting a port dissociates its floating IP.
             Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The holder and the claim record, from the one GET.
+    pub(super) async fn fip_state(&self, ip: IpAddr) -> Result<AddressState> {
+        let fip = self.floating_ip(ip).await?;
+        let holders = self
+            .fip_holder(&fip)
+            .await?
+            .map(InstanceId)
+            .into_iter()
+            .collect();
+        Ok(AddressState {
+            holders,
+            record: fip.description.as_deref().and_then(record_from_description),
+        })
+    }
+
+    /// Moves the floating IP to `record.holder` and writes `record` into its description in
+    /// the same PUT, fenced by the revision of the read that checked `seen`.
+    pub(super) async fn fip_claim(
+        &self,
+        ip: IpAddr,
+        record: &ClaimRecord,
+        seen: Option<u64>,
+    ) -> Result<()> {
+        check_claim_epoch(ip, record, seen)?;
+        let fip = self.floating_ip(ip).await?;
+        let id = fip.id.clone().unwrap_or_default();
+        let text = fip.description.clone().unwrap_or_default();
+        let found = record_from_description(&text);
+        if found.as_ref().map(|r| r.epoch) != seen {
+            return Err(Error::Conflict(format!(
+                "the claim record of floating IP {ip} is {}, not epoch {}: someone claimed it since",
+                describe(found.as_ref()),
+                seen.map_or("none".to_string(), |e| e.to_string()),
+            )));
+        }
+        let description = description_with(&text, record);
+        let length = description.chars().count();
+        if length > MAX_DESCRIPTION {
+            return Err(Error::Invalid(format!(
+                "floating IP {id} ({ip}): its description with the claim record would be {length} characters, more than Neutron's {MAX_DESCRIPTION}: shorten the description"
+            )));
+        }
+        if fip.revision_number.is_none() {
+            tracing::warn!(%ip, floating_ip = %id, "no revision_number (extension revision-if-match missing?): the claim is not a compare-and-swap");
+        }
+        let network = fip.floating_network_id.clone().unwrap_or_default();
+        let target = self.fip_target(&record.holder, &network, ip).await?;
+        let mut body =
+            json!({"floatingip": {"port_id": target.port_id, "description": description}});
+        if let Some(fixed) = target.fixed_ip {
+            body["floatingip"]["fixed_ip_address"] = json!(fixed.to_string());
+        }
+        let done = |now: &FloatingIpJson| {
+            target.reached_by(now)
+                && now
+                    .description
+                    .as_deref()
+                    .and_then(record_from_description)
+                    .as_ref()
+                    == Some(record)
+        };
+        match self.put_fip(&fip, &body).await {
+            Ok(updated) if done(&updated) => Ok(()),
+            Ok(updated) => Err(Error::Invalid(format!(
+                "PUT /v2.0/floatingips/{id}: the answer shows port {:?} and description {:?}, not what was sent",
+                updated.port_id, updated.description
+            ))),
+            Err(e @ Error::Conflict(_)) => {
+                // 412: claimed or changed since our read: the claim fails as a whole. Unless
+                // the PUT that went through was ours and only its answer was lost (the retry
+                // then found the revision moved on): the record then is exactly ours.
+                match self.floating_ip(ip).await {
+                    Ok(now) if done(&now) => {
+                        tracing::debug!(%ip, error = %e, "conflict, but the claim in force is ours");
+                        Ok(())
+                    }
+                    _ => Err(e),
+                }
+            }
+            Err(e @ (Error::NotFound(_) | Error::Invalid(_))) => {
+                self.fip_targets
+                    .lock()
+                    .expect("poisoned")
+                    .remove(&(record.holder.0.clone(), network));
+                Err(e)
+            }
             Err(e) => Err(e),
         }
     }
@@ -288,5 +462,61 @@ impl OpenStack {
             }
         }
         Ok(subnets)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "2f6a9a43-0000-4000-8000-000000000011";
+    const B: &str = "2f6a9a43-0000-4000-8000-000000000012";
+
+    fn record(epoch: u64, holder: &str) -> ClaimRecord {
+        ClaimRecord {
+            epoch,
+            holder: InstanceId(holder.into()),
+        }
+    }
+
+    #[test]
+    fn the_record_token_is_found_among_user_text() {
+        assert_eq!(record_from_description(""), None);
+        assert_eq!(record_from_description("web front end"), None);
+        let text = format!("web front end exoip:epoch=7,holder={A}\nsecond line");
+        assert_eq!(record_from_description(&text), Some(record(7, A)));
+        // Hand-edited tokens are no record; a later good one is.
+        for bad in [
+            "exoip:epoch=x,holder=a".to_string(),
+            format!("exoip:epoch=7,holder={A}/.."),
+            format!("exoip:epoch=7;holder={A}"),
+            "exoip:epoch=7".to_string(),
+            format!("exoip:epoch=-1,holder={A}"),
+        ] {
+            assert_eq!(record_from_description(&bad), None, "{bad}");
+        }
+        let text = format!("exoip:epoch=x,holder=y exoip:epoch=3,holder={B}");
+        assert_eq!(record_from_description(&text), Some(record(3, B)));
+    }
+
+    #[test]
+    fn writing_the_record_keeps_the_user_text_and_one_token() {
+        let r = record(8, B);
+        let t = token(&r);
+        assert_eq!(description_with("", &r), t);
+        assert_eq!(description_with("web", &r), format!("web {t}"));
+        assert_eq!(description_with("web\n", &r), format!("web\n{t}"));
+        let old = format!("web exoip:epoch=7,holder={A} (prod)");
+        assert_eq!(description_with(&old, &r), format!("web {t} (prod)"));
+        let two = format!("exoip:epoch=6,holder={A} web exoip:epoch=7,holder={A} end");
+        assert_eq!(description_with(&two, &r), format!("{t} web end"));
+        let again = description_with(&description_with(&old, &r), &r);
+        assert_eq!(again, format!("web {t} (prod)"));
+        assert_eq!(record_from_description(&again), Some(r));
+        // Other words that merely mention exoip stay.
+        assert_eq!(
+            description_with("exoip:managed", &record(1, A)),
+            format!("exoip:managed {}", token(&record(1, A)))
+        );
     }
 }

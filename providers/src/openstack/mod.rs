@@ -3,8 +3,11 @@
 //!
 //! * floating-IP mode: "the IP moves" means one `PUT /v2.0/floatingips/{id}` re-associating the
 //!   floating IP with the new holder's port, fenced by `If-Match` on the revision read before;
+//!   a claim writes its record into the floating IP's description in that same PUT, so claim
+//!   and record are one compare-and-swap (`docs/arbiter.md`);
 //! * VIP mode: the provider only maintains which ports *may* carry a private VIP (their
-//!   `allowed_address_pairs`); the agent puts the VIP on its NIC and announces it itself.
+//!   `allowed_address_pairs`); the agent puts the VIP on its NIC and announces it itself. There
+//!   is no claim record: the list of allowed ports is a permission, not a claim.
 //!
 //! Peers are the servers with a port in a Neutron security group; a server is known by its
 //! Nova UUID, which is the `device_id` of its ports.
@@ -28,9 +31,10 @@ pub use config::{
     ApplicationCredential, Credentials, Domain, Interface, OpenStackMode, OpenStackSettings,
     Project, User, DEFAULT_METADATA_URL,
 };
+pub(crate) use floating::record_from_description;
 
 use crate::http::{HttpClient, HttpOptions, Method, RequestSpec, RetryPolicy, Url};
-use crate::{Error, Instance, InstanceId, Provider, Result};
+use crate::{AddressState, Arbiter, ClaimRecord, Error, Instance, InstanceId, Provider, Result};
 use keystone::Keystone;
 use neutron::{check_id, Neutron, SecurityGroupList, SecurityGroupOne};
 
@@ -369,6 +373,34 @@ impl Provider for OpenStack {
         match self.mode {
             OpenStackMode::FloatingIp => self.fip_detach(ip, from).await,
             OpenStackMode::Vip => self.vip_detach(ip, from).await,
+        }
+    }
+
+    /// Floating-IP mode: the record rides in the fenced PUT that moves the address. VIP mode:
+    /// none; every live peer's port is allowed the VIP at once (that list is a permission, and
+    /// who serves it is decided on the wire), so there is no single claim to record.
+    fn arbiter(&self) -> Arbiter {
+        match self.mode {
+            OpenStackMode::FloatingIp => Arbiter::CompareAndSwap,
+            OpenStackMode::Vip => Arbiter::None,
+        }
+    }
+
+    async fn state(&self, ip: IpAddr) -> Result<AddressState> {
+        match self.mode {
+            OpenStackMode::FloatingIp => self.fip_state(ip).await,
+            OpenStackMode::Vip => Ok(AddressState {
+                holders: self.vip_holders(ip).await?,
+                record: None,
+            }),
+        }
+    }
+
+    async fn claim(&self, ip: IpAddr, record: &ClaimRecord, seen: Option<u64>) -> Result<()> {
+        check_id("server", &record.holder.0)?;
+        match self.mode {
+            OpenStackMode::FloatingIp => self.fip_claim(ip, record, seen).await,
+            OpenStackMode::Vip => self.vip_attach(ip, &record.holder).await,
         }
     }
 }

@@ -383,6 +383,9 @@ pub(crate) struct FloatingIpJson {
     pub fixed_ip_address: Option<String>,
     #[serde(default)]
     pub revision_number: Option<u64>,
+    /// Free text (at most 255 characters); carries the claim record's token.
+    #[serde(default)]
+    pub description: Option<String>,
     /// Extension `fip-port-details`; `null` when unassociated.
     #[serde(default)]
     pub port_details: Option<PortDetails>,

@@ -106,9 +106,23 @@ impl OpState {
 
 #[derive(Clone, Debug)]
 struct PendingChange {
-    action: HolderEvent,
-    instance: String,
+    change: Change,
     outcome: OpOutcome,
+}
+
+/// What an operation changes when it completes.
+#[derive(Clone, Debug)]
+enum Change {
+    /// Attach or detach an instance.
+    Holder {
+        action: HolderEvent,
+        instance: String,
+    },
+    /// `PUT /elastic-ip/{id}` (update-elastic-ip): the fields given replace the current ones.
+    Update {
+        description: Option<String>,
+        labels: Option<BTreeMap<String, String>>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -335,6 +349,7 @@ impl ExoSim {
                 instance: InstanceId(instance.clone()),
                 holders: after.clone(),
                 forced,
+                epoch: None,
             });
         }
         self.route(zone, eip_idx);
@@ -372,61 +387,109 @@ impl ExoSim {
         }
     }
 
-    /// Applies an attach/detach now; `Err` carries the operation failure.
+    /// Applies a change now; `Err` carries the operation failure.
     fn apply_change(
         &self,
         zone_name: &str,
         zone: &mut Zone,
         eip_id: &str,
-        change: &PendingChange,
+        change: &Change,
         noop_failure: Option<Reason>,
     ) -> Result<(), (Reason, String)> {
         let idx = zone
             .eip_index(eip_id)
             .ok_or((Reason::NotFound, format!("elastic IP {eip_id} not found")))?;
-        if zone.instance(&change.instance).is_none() {
-            return Err((
-                Reason::NotFound,
-                format!("instance {} not found", change.instance),
-            ));
+        let (action, instance) = match change {
+            Change::Holder { action, instance } => (*action, instance),
+            Change::Update {
+                description,
+                labels,
+            } => {
+                self.update_eip(zone_name, zone, idx, description.clone(), labels.clone());
+                return Ok(());
+            }
+        };
+        if zone.instance(instance).is_none() {
+            return Err((Reason::NotFound, format!("instance {instance} not found")));
         }
         let mut holders = zone.eips[idx].holders.clone();
-        let present = holders.contains(&change.instance);
-        let noop = match change.action {
+        let present = holders.contains(instance);
+        let noop = match action {
             HolderEvent::Attach => present,
             HolderEvent::Detach => !present,
+            HolderEvent::Claim => true,
         };
         if noop {
             return match noop_failure {
                 None => Ok(()),
                 Some(reason) => Err((
                     reason,
-                    match change.action {
-                        HolderEvent::Attach => format!(
-                            "instance {} is already attached to elastic IP {eip_id}",
-                            change.instance
-                        ),
-                        HolderEvent::Detach => format!(
-                            "instance {} is not attached to elastic IP {eip_id}",
-                            change.instance
+                    match action {
+                        HolderEvent::Detach => {
+                            format!("instance {instance} is not attached to elastic IP {eip_id}")
+                        }
+                        _ => format!(
+                            "instance {instance} is already attached to elastic IP {eip_id}"
                         ),
                     },
                 )),
             };
         }
-        match change.action {
-            HolderEvent::Attach => holders.push(change.instance.clone()),
-            HolderEvent::Detach => holders.retain(|h| h != &change.instance),
+        match action {
+            HolderEvent::Detach => holders.retain(|h| h != instance),
+            _ => holders.push(instance.clone()),
         }
         self.change_holders(
             zone_name,
             zone,
             idx,
             holders,
-            &[(change.action, change.instance.clone())],
+            &[(action, instance.clone())],
             false,
         );
         Ok(())
+    }
+
+    /// Applies an update of an EIP's description and labels; a changed claim record goes on
+    /// the timeline as a `claim` event.
+    fn update_eip(
+        &self,
+        zone_name: &str,
+        zone: &mut Zone,
+        idx: usize,
+        description: Option<String>,
+        labels: Option<BTreeMap<String, String>>,
+    ) {
+        let eip = &mut zone.eips[idx];
+        let before = eip_record(eip);
+        if let Some(d) = description {
+            eip.description = d;
+        }
+        if let Some(l) = labels {
+            eip.labels = l;
+        }
+        let after = eip_record(eip);
+        let Some(record) = after.filter(|r| Some(r) != before.as_ref()) else {
+            return;
+        };
+        tracing::info!(
+            "{} claim: epoch {} by {}: holders {:?}",
+            eip.ip,
+            record.epoch,
+            record.holder,
+            eip.holders
+        );
+        self.timeline.record(TimelineEvent {
+            t: unix_now(),
+            zone: zone_name.to_string(),
+            ip: eip.ip,
+            eip_id: eip.id.clone(),
+            event: HolderEvent::Claim,
+            instance: record.holder,
+            holders: eip.holders.iter().map(|h| InstanceId(h.clone())).collect(),
+            forced: false,
+            epoch: Some(record.epoch),
+        });
     }
 
     /// Ends a pending operation: applies its change or fails it. Stuck operations stay pending.
@@ -446,7 +509,9 @@ impl ExoSim {
         let result = match change.outcome {
             OpOutcome::Stuck => return,
             OpOutcome::Fail(reason) => Err((reason, "operation failed".to_string())),
-            OpOutcome::Apply => self.apply_change(zone_name, zone, &eip_id, &change, noop_failure),
+            OpOutcome::Apply => {
+                self.apply_change(zone_name, zone, &eip_id, &change.change, noop_failure)
+            }
         };
         let op = zone
             .operations
@@ -552,6 +617,9 @@ impl ExoSim {
                     "name": name,
                     "elastic_ips": z.eips.iter().map(|e| json!({
                         "id": e.id, "ip": e.ip, "holders": e.holders,
+                        "record": eip_record(e).map(|r| json!({
+                            "epoch": r.epoch, "holder": r.holder,
+                        })),
                     })).collect::<Vec<_>>(),
                     "instances": z.instances.iter().map(|i| json!({
                         "id": i.id, "name": i.name, "state": i.state,
@@ -631,7 +699,8 @@ type Sim = State<Arc<ExoSim>>;
 pub(crate) fn router(sim: Arc<ExoSim>) -> Router {
     Router::new()
         .route("/v2/elastic-ip", get(list_eips))
-        // The whole segment is one parameter: attach/detach arrive as `{id}:attach`.
+        // The whole segment is one parameter: attach/detach arrive as `{id}:attach`, an
+        // update (update-elastic-ip) as the bare `{id}`.
         .route("/v2/elastic-ip/{id}", get(get_eip).put(put_eip))
         .route("/v2/instance", get(list_instances))
         .route("/v2/instance/{id}", get(get_instance))
@@ -861,20 +930,22 @@ async fn put_eip(
     Path(segment): Path<String>,
     body: Bytes,
 ) -> Response {
-    let Some((eip_id, action)) = segment.split_once(':') else {
-        return message(
-            StatusCode::NOT_IMPLEMENTED,
-            "updating an elastic IP is not supported by the simulator",
-        );
-    };
-    let action = match action {
-        "attach" => HolderEvent::Attach,
-        "detach" => HolderEvent::Detach,
-        other => return not_found(format!("unknown elastic IP action {other:?}")),
-    };
-    let instance = match instance_ref(&body) {
-        Ok(id) => id,
-        Err(detail) => return bad_request("invalid request body", &[detail]),
+    let (eip_id, change) = match segment.split_once(':') {
+        None => match eip_update(&body) {
+            Ok(change) => (segment.as_str(), change),
+            Err(details) => return bad_request("invalid request body", &details),
+        },
+        Some((eip_id, action)) => {
+            let action = match action {
+                "attach" => HolderEvent::Attach,
+                "detach" => HolderEvent::Detach,
+                other => return not_found(format!("unknown elastic IP action {other:?}")),
+            };
+            match instance_ref(&body) {
+                Ok(instance) => (eip_id, Change::Holder { action, instance }),
+                Err(detail) => return bad_request("invalid request body", &[detail]),
+            }
+        }
     };
     let zone_name = sim.zone_for(&headers);
 
@@ -883,8 +954,10 @@ async fn put_eip(
     if zone.eip_index(eip_id).is_none() {
         return not_found(format!("elastic IP {eip_id} not found"));
     }
-    if zone.instance(&instance).is_none() {
-        return not_found(format!("instance {instance} not found"));
+    if let Change::Holder { instance, .. } = &change {
+        if zone.instance(instance).is_none() {
+            return not_found(format!("instance {instance} not found"));
+        }
     }
     let (outcome, lost, delay, immediate) = {
         let mut f = lock(&sim.faults);
@@ -901,11 +974,7 @@ async fn put_eip(
             reason: None,
             message: None,
             eip_id: eip_id.to_string(),
-            pending: Some(PendingChange {
-                action,
-                instance,
-                outcome,
-            }),
+            pending: Some(PendingChange { change, outcome }),
         },
     );
     drop(world);
@@ -939,6 +1008,67 @@ async fn put_eip(
         shown.reason = None;
         shown.message = None;
         ok(shown.to_json())
+    }
+}
+
+/// The claim record in an EIP's labels, as the Exoscale provider reads it.
+fn eip_record(e: &Eip) -> Option<crate::ClaimRecord> {
+    crate::exoscale::record_from_labels(
+        e.labels
+            .get(crate::exoscale::EPOCH_LABEL)
+            .map(String::as_str),
+        e.labels
+            .get(crate::exoscale::HOLDER_LABEL)
+            .map(String::as_str),
+    )
+}
+
+/// The body of update-elastic-ip as the spec has it: `description` (at most 255 characters),
+/// `labels` (string → string) and `healthcheck`, all optional, nothing else. The simulated
+/// EIPs are all manual, and a healthcheck cannot be added to a manual EIP.
+fn eip_update(body: &[u8]) -> Result<Change, Vec<String>> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| vec![format!("body: {e}")])?;
+    let Value::Object(fields) = v else {
+        return Err(vec!["body: expected a JSON object".into()]);
+    };
+    let mut errors = Vec::new();
+    let mut description = None;
+    let mut labels = None;
+    for (key, value) in &fields {
+        match (key.as_str(), value) {
+            ("description", Value::String(d)) if d.chars().count() <= 255 => {
+                description = Some(d.clone())
+            }
+            ("description", Value::String(_)) => {
+                errors.push("description: at most 255 characters".into())
+            }
+            ("description", _) => errors.push("description: expected a string".into()),
+            ("labels", Value::Object(map)) => {
+                let mut out = BTreeMap::new();
+                for (k, v) in map {
+                    match v {
+                        Value::String(v) => {
+                            out.insert(k.clone(), v.clone());
+                        }
+                        _ => errors.push(format!("labels.{k}: expected a string")),
+                    }
+                }
+                labels = Some(out);
+            }
+            ("labels", _) => errors.push("labels: expected an object of strings".into()),
+            ("healthcheck", _) => errors.push(
+                "healthcheck: cannot be added to a manual elastic IP (create a managed one)".into(),
+            ),
+            (other, _) => errors.push(format!("{other}: unknown property")),
+        }
+    }
+    if errors.is_empty() {
+        Ok(Change::Update {
+            description,
+            labels,
+        })
+    } else {
+        Err(errors)
     }
 }
 
@@ -1103,6 +1233,37 @@ mod tests {
             ])
         );
         assert_eq!(parse_labels("role"), None);
+    }
+
+    #[test]
+    fn eip_updates_are_validated_as_the_spec_says() {
+        match eip_update(br#"{"labels": {"a": "1", "exoip-epoch": "7"}}"#).unwrap() {
+            Change::Update {
+                description: None,
+                labels: Some(l),
+            } => assert_eq!(l.get("exoip-epoch").map(String::as_str), Some("7")),
+            other => panic!("{other:?}"),
+        }
+        match eip_update(br#"{"description": "d"}"#).unwrap() {
+            Change::Update {
+                description: Some(d),
+                labels: None,
+            } => assert_eq!(d, "d"),
+            other => panic!("{other:?}"),
+        }
+        let long = format!(r#"{{"description": "{}"}}"#, "x".repeat(256));
+        for bad in [
+            &b""[..],
+            b"[]",
+            b"{\"labels\": {\"a\": 1}}",
+            b"{\"labels\": \"a=b\"}",
+            b"{\"description\": 3}",
+            b"{\"healthcheck\": {\"mode\": \"tcp\", \"port\": 80}}",
+            b"{\"ip\": \"203.0.113.1\"}",
+            long.as_bytes(),
+        ] {
+            assert!(eip_update(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

@@ -52,8 +52,8 @@ pub enum Reason {
 
 /// When a fault fires: first on the next `count` eligible requests, then on each one with
 /// `probability`. With `mutations_only`, only mutations are eligible (and count): Exoscale
-/// attach/detach, OpenStack Neutron writes (not token requests), Azure ARM writes (PUT, PATCH,
-/// POST, DELETE; not token requests, which never see faults).
+/// attach/detach and elastic IP updates, OpenStack Neutron writes (not token requests), Azure
+/// ARM writes (PUT, PATCH, POST, DELETE; not token requests, which never see faults).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Trigger {
@@ -79,7 +79,7 @@ impl Trigger {
         }
     }
 
-    /// Restricts the trigger to mutations (attach/detach).
+    /// Restricts the trigger to mutations (writes).
     pub fn mutations_only(mut self) -> Self {
         self.mutations_only = true;
         self

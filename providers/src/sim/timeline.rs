@@ -1,5 +1,6 @@
-//! The timeline: every change of an address's holders, in order, in memory and optionally as JSON
-//! lines in a file, so tests and the demo can measure overlaps and gaps after the fact.
+//! The timeline: every change of an address's holders, and every new claim record written on it,
+//! in order, in memory and optionally as JSON lines in a file, so tests, the demo and the chaos
+//! suite can measure overlaps, gaps and epochs after the fact.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -17,6 +18,9 @@ use crate::InstanceId;
 pub enum HolderEvent {
     Attach,
     Detach,
+    /// A new claim record (`epoch`, and the claimant as `instance`) took effect on the address's
+    /// resource; `holders` are unchanged by it (see `docs/arbiter.md`).
+    Claim,
 }
 
 /// One holder change. On OpenStack, `zone` is the region, `eip_id` the floating IP's id (for a
@@ -25,7 +29,8 @@ pub enum HolderEvent {
 /// location, `eip_id` the public IP's resource id (for a secondary private address, the id of
 /// the ipConfiguration holding it) and `instance` and `holders` are VM names. E.g.
 /// `{"t":1767225600.123456,"zone":"ch-gva-2","ip":"203.0.113.10","eip_id":"…","event":"attach",
-/// "instance":"…","holders":["…","…"]}`.
+/// "instance":"…","holders":["…","…"]}`; a claim adds its epoch:
+/// `{…,"event":"claim","instance":"<claimant>","holders":[…],"epoch":7}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TimelineEvent {
     /// Wall-clock time of the change, unix seconds with microsecond precision.
@@ -42,6 +47,9 @@ pub struct TimelineEvent {
     /// holders.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forced: bool,
+    /// The claim record's epoch: set on `claim` events only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 /// Unix time in seconds, rounded to the microsecond.

@@ -926,10 +926,12 @@ fn patch_tags(c: &Call<'_>, kind: Kind, name: &str) -> Response {
                 let id = world.ids.nic(&world.nics[idx].name);
                 return busy(c, world, &id, &op);
             }
-            let nic = &mut world.nics[idx];
-            nic.spec.tags = tags.clone();
-            nic.applied.tags = tags;
-            nic.etag = new_etag();
+            c.sim.commit(world, false, |w| {
+                let nic = &mut w.nics[idx];
+                nic.spec.tags = tags.clone();
+                nic.applied.tags = tags;
+                nic.etag = new_etag();
+            });
             ok_etag(nic_json(world, idx))
         }
         Kind::Pip => {
@@ -943,10 +945,12 @@ fn patch_tags(c: &Call<'_>, kind: Kind, name: &str) -> Response {
                 let id = world.ids.pip(&world.pips[idx].name);
                 return busy(c, world, &id, &op);
             }
-            let pip = &mut world.pips[idx];
-            pip.spec.tags = tags.clone();
-            pip.applied.tags = tags;
-            pip.etag = new_etag();
+            c.sim.commit(world, false, |w| {
+                let pip = &mut w.pips[idx];
+                pip.spec.tags = tags.clone();
+                pip.applied.tags = tags;
+                pip.etag = new_etag();
+            });
             ok_etag(pip_json(world, idx))
         }
     }

@@ -340,8 +340,9 @@ impl AzureSim {
         }
     }
 
-    /// Changes the world and records every resulting holder change (timeline, logs, routes),
-    /// all under the world lock so that the timeline order is the order of the changes.
+    /// Changes the world and records every resulting holder change and new claim record
+    /// (timeline, logs, routes), all under the world lock so that the timeline order is the
+    /// order of the changes.
     pub(crate) fn commit<R>(
         &self,
         world: &mut World,
@@ -349,8 +350,10 @@ impl AzureSim {
         change: impl FnOnce(&mut World) -> R,
     ) -> R {
         let before = world.holdings();
+        let records_before = world.records();
         let r = change(world);
         let after = world.holdings();
+        let records_after = world.records();
         let t = unix_now();
         let keys: BTreeSet<IpAddr> = before.keys().chain(after.keys()).copied().collect();
         for ip in keys {
@@ -404,12 +407,54 @@ impl AzureSim {
                     instance: InstanceId(h.vm.clone()),
                     holders: holders.clone(),
                     forced,
+                    epoch: None,
                 });
             }
             if let (Some(runner), Some(_)) = (&self.routes, &resource) {
                 let via: Vec<IpAddr> = a.holders.iter().map(|h| IpAddr::V4(h.private_ip)).collect();
                 route::apply(runner.as_ref(), ip, &via);
             }
+        }
+        // New claim records, after the holder changes they came with.
+        for (ip, record) in &records_after {
+            if records_before.get(ip) == Some(record) {
+                continue;
+            }
+            let held = after.get(ip);
+            let mut holders: Vec<InstanceId> = Vec::new();
+            for h in held.map(|h| h.holders.as_slice()).unwrap_or_default() {
+                let id = InstanceId(h.vm.clone());
+                if !holders.contains(&id) {
+                    holders.push(id);
+                }
+            }
+            let eip_id = match held {
+                Some(world::Held {
+                    resource_id: Some(id),
+                    ..
+                }) => id.clone(),
+                Some(world::Held { holders: hs, .. }) if !hs.is_empty() => {
+                    world.ids.ip_config(&hs[0].nic, &hs[0].ip_config)
+                }
+                _ => String::new(),
+            };
+            tracing::info!(
+                "{ip} claim: epoch {} by {}: holders {:?}",
+                record.epoch,
+                record.holder,
+                holders.iter().map(|i| i.0.as_str()).collect::<Vec<_>>()
+            );
+            self.timeline.record(TimelineEvent {
+                t,
+                zone: world.ids.location.clone(),
+                ip: *ip,
+                eip_id,
+                event: HolderEvent::Claim,
+                instance: record.holder.clone(),
+                holders,
+                forced,
+                epoch: Some(record.epoch),
+            });
         }
         r
     }
@@ -481,15 +526,17 @@ impl AzureSim {
                 let Some(idx) = world.pip_index(name) else {
                     return;
                 };
-                let p = &mut world.pips[idx];
-                if ok {
-                    p.applied = p.spec.clone();
-                } else {
-                    p.spec = p.applied.clone();
-                }
-                p.state = state;
-                p.etag = new_etag();
-                p.busy = None;
+                self.commit(world, false, |w| {
+                    let p = &mut w.pips[idx];
+                    if ok {
+                        p.applied = p.spec.clone();
+                    } else {
+                        p.spec = p.applied.clone();
+                    }
+                    p.state = state;
+                    p.etag = new_etag();
+                    p.busy = None;
+                });
             }
         }
         let op = world.ops.get_mut(op_id).expect("looked up above");
@@ -696,12 +743,16 @@ impl AzureSim {
                 v
             })
             .collect();
+        let records = world.records();
         let addresses: Vec<Value> = world
             .holdings()
             .iter()
             .map(|(ip, h)| {
                 json!({
                     "ip": ip,
+                    "record": records.get(ip).map(|r| json!({
+                        "epoch": r.epoch, "holder": r.holder,
+                    })),
                     "public_ip": h.resource_id.as_ref().and_then(|_| {
                         world.pips.iter().find(|p| IpAddr::V4(p.ip) == *ip).map(|p| p.name.clone())
                     }),
@@ -739,6 +790,7 @@ impl AzureSim {
             "public_ips": world.pips.iter().map(|p| json!({
                 "name": p.name, "ip": p.ip.to_string(), "etag": p.etag,
                 "provisioning_state": p.state.as_str(),
+                "tags": p.applied.tags,
                 "holder": world.pip_holder(&p.name).map(|(n, c)| json!({
                     "vm": n.vm, "nic": n.name, "ip_configuration": c.name,
                 })),

@@ -813,6 +813,63 @@ impl World {
         out
     }
 
+    /// The claim record of every address that has one, in the applied state, as the Azure
+    /// provider reads it: a public IP's `exoip-epoch`/`exoip-holder` tags; for a secondary
+    /// address, the `exoip-epoch-<ip>`/`exoip-holder-<ip>` tags of the NIC holding it, or, when
+    /// none does, the newest such record on any NIC.
+    pub fn records(&self) -> BTreeMap<IpAddr, crate::ClaimRecord> {
+        use crate::azure::{record_from_tags, secondary_record_tags, EPOCH_TAG, HOLDER_TAG};
+        let mut out = BTreeMap::new();
+        for p in &self.pips {
+            let tags = &p.applied.tags;
+            let tag = |k: &str| tags.get(k).map(String::as_str);
+            if let Some(r) = record_from_tags(tag(EPOCH_TAG), tag(HOLDER_TAG)) {
+                out.insert(IpAddr::V4(p.ip), r);
+            }
+        }
+        // Secondary addresses: those held, and those any NIC has record tags for.
+        let prefix = format!("{EPOCH_TAG}-");
+        let mut addresses: Vec<IpAddr> = self
+            .holdings()
+            .into_iter()
+            .filter(|(_, h)| h.resource_id.is_none())
+            .map(|(ip, _)| ip)
+            .collect();
+        for nic in &self.nics {
+            for key in nic.applied.tags.keys() {
+                if let Some(Ok(ip)) = key
+                    .strip_prefix(&prefix)
+                    .map(|a| a.replace('-', ":").parse::<IpAddr>())
+                {
+                    if !addresses.contains(&ip) {
+                        addresses.push(ip);
+                    }
+                }
+            }
+        }
+        for ip in addresses {
+            let (epoch_key, holder_key) = secondary_record_tags(ip);
+            let read = |nic: &Nic| {
+                let tag = |k: &str| nic.applied.tags.get(k).map(String::as_str);
+                record_from_tags(tag(&epoch_key), tag(&holder_key))
+            };
+            let holder = self.nics.iter().find(|n| {
+                n.applied
+                    .ip_configs
+                    .iter()
+                    .any(|c| !c.primary && IpAddr::V4(c.private_ip) == ip)
+            });
+            let record = match holder {
+                Some(nic) => read(nic),
+                None => self.nics.iter().filter_map(read).max_by_key(|r| r.epoch),
+            };
+            if let Some(r) = record {
+                out.insert(ip, r);
+            }
+        }
+        out
+    }
+
     /// The ipConfiguration (NIC, config) holding public IP `pip`, in the applied state.
     pub fn pip_holder(&self, pip: &str) -> Option<(&Nic, &IpConfig)> {
         self.nics.iter().find_map(|n| {

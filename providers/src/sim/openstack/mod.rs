@@ -865,6 +865,30 @@ impl OsSim {
             instance: InstanceId(instance.to_string()),
             holders: holders.iter().map(|h| InstanceId(h.clone())).collect(),
             forced,
+            epoch: None,
+        });
+    }
+
+    /// Records that floating IP `idx` now carries a new claim record (in its description).
+    pub(crate) fn record_claim(&self, world: &World, idx: usize, record: &crate::ClaimRecord) {
+        let fip = &world.fips[idx];
+        let holders = world.fip_holders(idx);
+        tracing::info!(
+            "{} claim: epoch {} by {}: holders {holders:?}",
+            fip.address,
+            record.epoch,
+            record.holder
+        );
+        self.timeline.record(TimelineEvent {
+            t: unix_now(),
+            zone: self.region.clone(),
+            ip: IpAddr::V4(fip.address),
+            eip_id: fip.id.clone(),
+            event: HolderEvent::Claim,
+            instance: record.holder.clone(),
+            holders: holders.into_iter().map(InstanceId).collect(),
+            forced: false,
+            epoch: Some(record.epoch),
         });
     }
 
@@ -1176,6 +1200,9 @@ impl OsSim {
                 "id": f.id, "address": f.address, "port_id": f.port,
                 "fixed_ip_address": f.fixed_ip, "status": f.status,
                 "revision_number": f.revision, "holders": world.fip_holders(i),
+                "description": f.description,
+                "record": crate::openstack::record_from_description(&f.description)
+                    .map(|r| json!({"epoch": r.epoch, "holder": r.holder})),
             })).collect::<Vec<_>>(),
             "servers": world.servers.iter().map(|s| json!({
                 "id": s.id, "name": s.name,

@@ -1416,6 +1416,7 @@ fn update_fip(
         }
     };
     check_revision(world, if_match, fip.revision)?;
+    let record_before = crate::openstack::record_from_description(&fip.description);
     if let Some(d) = description {
         world.fips[idx].description = d;
     }
@@ -1425,6 +1426,13 @@ fn update_fip(
         .and_then(|p| world.port(p))
         .map(Port::holder);
     sim.set_association(world, idx, assoc, old, false);
+    // A new claim record (exoip's token in the description) goes on the timeline after the
+    // holder change it came with.
+    if let Some(record) = crate::openstack::record_from_description(&world.fips[idx].description)
+        .filter(|r| Some(r) != record_before.as_ref())
+    {
+        sim.record_claim(world, idx, &record);
+    }
     Ok(fip_json(world, &world.fips[idx]))
 }
 
