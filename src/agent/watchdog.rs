@@ -659,12 +659,14 @@ impl Driver {
     /// An old exoip heartbeat (`--legacy-protocol`): the advert it implies, or a counted drop.
     fn on_legacy_datagram(&mut self, datagram: &[u8], from: SocketAddr) -> Option<Input> {
         let now = self.elapsed();
-        let statuses = self.core.status(now);
-        let peers = self.core.peers(now);
-        let own = self.core.advert();
+        let core = &self.core;
+        // Snapshots only for a datagram that passed the decode and source checks (the bridge
+        // calls this last): a flood from strangers costs no more than a decode.
         let view = |eip: std::net::Ipv4Addr| {
             let ip = IpAddr::V4(eip);
-            statuses.iter().find(|s| s.ip == ip)?;
+            core.status(now).iter().find(|s| s.ip == ip)?;
+            let peers = core.peers(now);
+            let own = core.advert();
             Some(crate::legacy::AddressView {
                 ours: own
                     .entries
