@@ -35,6 +35,11 @@ use std::time::Duration;
 
 use crate::wire::{Advert, Entry, IpState};
 
+/// Heartbeats sent per interval: a dead period (`dead_ratio` intervals) spans this many times
+/// `dead_ratio` of them, so losing a few in a row is no failover (at 30 % loss and the defaults,
+/// 9 losses in a row: about once a day instead of once a minute with one per interval).
+pub const HEARTBEATS_PER_INTERVAL: u32 = 3;
+
 /// How many reconcile periods a node stands by for a claim recorded by a holder it cannot hear,
 /// before it claims anyway (5 minutes at the defaults).
 pub const SUPERSEDED_PATIENCE: u32 = 10;
@@ -1004,7 +1009,7 @@ impl Core {
         }
         if now >= self.next_send {
             out.push(Action::Send(self.advert()));
-            self.next_send = now + self.params.interval;
+            self.next_send = now + self.params.interval / HEARTBEATS_PER_INTERVAL;
         }
         if self.stopping && self.slots.iter().all(|s| s.role == Role::Stopped) {
             self.exited = true;

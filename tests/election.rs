@@ -72,6 +72,9 @@ struct Cluster {
     api_latency: Duration,
     /// Pairs (from, to) whose heartbeats are dropped.
     cut: BTreeSet<(usize, usize)>,
+    /// Share of heartbeats lost at random (percent), and the generator deciding which.
+    loss_percent: u64,
+    rng: u64,
     /// Node indexes whose API calls fail.
     api_down: BTreeSet<usize>,
     /// Node indexes whose attach calls succeed but change nothing.
@@ -100,6 +103,8 @@ impl Cluster {
             net_latency: ms(1),
             api_latency: ms(20),
             cut: BTreeSet::new(),
+            loss_percent: 0,
+            rng: 0x9e37_79b9_7f4a_7c15,
             api_down: BTreeSet::new(),
             attach_ignored: BTreeSet::new(),
             fence_ignored: BTreeSet::new(),
@@ -186,7 +191,12 @@ impl Cluster {
         match action {
             Action::Send(advert) => {
                 for to in 0..self.nodes.len() {
-                    if to != i && !self.cut.contains(&(i, to)) {
+                    // xorshift64: deterministic loss.
+                    self.rng ^= self.rng << 13;
+                    self.rng ^= self.rng >> 7;
+                    self.rng ^= self.rng << 17;
+                    let lost = self.rng % 100 < self.loss_percent;
+                    if to != i && !self.cut.contains(&(i, to)) && !lost {
                         let at = self.now + self.net_latency;
                         self.push(
                             at,
@@ -1313,4 +1323,18 @@ fn a_holder_that_dies_mid_claim_is_taken_over_at_once() {
     c.run_for(ms(6000));
     c.assert_settled_on("lb2");
     assert_eq!(c.records[&eip()].epoch, 2, "{}", c.dump());
+}
+
+#[test]
+fn thirty_percent_heartbeat_loss_moves_nothing() {
+    let mut c = three(ms(1000));
+    c.run_for(ms(6000));
+    c.assert_settled_on("lb1");
+    let before = c.timeline.len();
+    c.loss_percent = 30;
+    // Five minutes of 30 % loss at the defaults: with one heartbeat per interval this fails over
+    // about once a minute.
+    c.run_for(Duration::from_secs(300));
+    assert_eq!(c.timeline.len(), before, "{}", c.dump());
+    c.assert_settled_on("lb1");
 }

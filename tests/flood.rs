@@ -573,10 +573,11 @@ async fn flood_changes_nothing(lab: &Lab, legacy: bool) -> Result<()> {
             .filter(|l| !sent.expected.contains_key(&(ti, l.as_str())))
             .map(|l| delta(l))
             .sum();
-        // Heartbeats taken as genuine: the peers' own, one per interval each (with room for
+        // Heartbeats taken as genuine: the peers' own, HEARTBEATS_PER_INTERVAL per interval each (with room for
         // timer jitter); a forged or replayed one let through would come by the thousand.
         let peers = hosts.len() as u64 - 1;
-        let genuine = peers * ((elapsed / interval.as_secs_f64() * 1.25) as u64 + 5);
+        let per_interval = exoip::election::HEARTBEATS_PER_INTERVAL as f64;
+        let genuine = peers * ((elapsed / interval.as_secs_f64() * per_interval * 1.25) as u64 + 5);
         let took = received.saturating_sub(*received0);
         eprintln!(
             "  {name}: {to_target} sent, {counted} counted, {kernel_drops} dropped by the kernel, \
