@@ -108,27 +108,72 @@ pub async fn get(url: &str, timeout: Duration) -> Result<Response> {
 
 /// GET `url` over a socket created beforehand (possibly in another network namespace).
 pub async fn get_with_socket(socket: TcpSocket, url: &Url, timeout: Duration) -> Result<Response> {
+    send_with_socket(socket, "GET", url, None, timeout).await
+}
+
+/// PUT a JSON document to `url` over a socket created beforehand (the simulator's control
+/// API, from inside the router namespace).
+pub async fn put_json_with_socket(
+    socket: TcpSocket,
+    url: &Url,
+    body: &serde_json::Value,
+    timeout: Duration,
+) -> Result<Response> {
+    let body = serde_json::to_vec(body)?;
+    send_with_socket(socket, "PUT", url, Some(&body), timeout).await
+}
+
+async fn send_with_socket(
+    socket: TcpSocket,
+    method: &str,
+    url: &Url,
+    json: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Response> {
     tokio::time::timeout(timeout, async {
         let addr = url.socket_addr().await?;
         let stream = socket
             .connect(addr)
             .await
             .with_context(|| format!("connect {addr}"))?;
-        request(stream, url).await
+        send(stream, method, url, json).await
     })
     .await
     .map_err(|_| anyhow!("timed out after {timeout:?}"))?
 }
 
-async fn request(mut stream: TcpStream, url: &Url) -> Result<Response> {
+async fn request(stream: TcpStream, url: &Url) -> Result<Response> {
+    send(stream, "GET", url, None).await
+}
+
+async fn send(
+    mut stream: TcpStream,
+    method: &str,
+    url: &Url,
+    json: Option<&[u8]>,
+) -> Result<Response> {
     // HTTP/1.0: the server closes after the response, so no keep-alive or chunking to expect
     // (chunked responses are still decoded, in case a server uses them anyway).
-    let req = format!(
-        "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: exoip-lab\r\nAccept: */*\r\n\r\n",
+    let mut req = format!(
+        "{method} {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: exoip-lab\r\nAccept: */*\r\n",
         url.path,
         url.host_header()
-    );
-    stream.write_all(req.as_bytes()).await?;
+    )
+    .into_bytes();
+    match json {
+        Some(body) => {
+            req.extend_from_slice(
+                format!(
+                    "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            req.extend_from_slice(body);
+        }
+        None => req.extend_from_slice(b"\r\n"),
+    }
+    stream.write_all(&req).await?;
     let mut raw = Vec::new();
     (&mut stream)
         .take(MAX_RESPONSE as u64 + 1)

@@ -1,10 +1,12 @@
-//! Network-namespace test beds ("labs") for the demo, the end-to-end tests and the failover
-//! benchmark, plus the small helpers they run inside the namespaces (`exoip lab ...`).
+//! Network-namespace test beds ("labs") for the demo, the end-to-end tests, the failover
+//! benchmark and the chaos suite ([`chaos`]), plus the small helpers they run inside the
+//! namespaces (`exoip lab ...`).
 //!
 //! A lab is a router namespace running the simulated cloud, N host namespaces running agents,
 //! and a client namespace reaching the elastic IP through the router: see [`testbed`].
 
 mod bench;
+pub mod chaos;
 mod demo;
 pub mod http;
 mod legacy_peer;
@@ -18,6 +20,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 pub use bench::{BenchArgs, Scenario};
+pub use chaos::{ChaosArgs, ChaosScenario, ChaosSettings, ScenarioReport};
 pub use netns::cleanup_leftovers;
 pub use testbed::{
     holders_at, no_holder_intervals, no_holder_time, Host, Lab, LabCloud, LabConfig, TimelineEvent,
@@ -141,6 +144,9 @@ pub enum LabCommand {
     },
     /// Measure failover times over repeated kills (root).
     Bench(BenchArgs),
+    /// The chaos suite: faults injected into labs, figures and pass criteria per scenario
+    /// (root).
+    Chaos(ChaosArgs),
     /// Build a lab and keep it until Ctrl-C, for poking around with `ip netns exec` (root).
     Up {
         #[command(flatten)]
@@ -196,6 +202,7 @@ pub async fn run_lab(command: LabCommand) -> Result<()> {
             Ok(())
         }
         LabCommand::Bench(args) => bench::run(args).await,
+        LabCommand::Chaos(args) => chaos::run(args).await,
         LabCommand::Up {
             cloud,
             hosts,

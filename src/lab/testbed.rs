@@ -1292,6 +1292,24 @@ impl Lab {
         Ok(t)
     }
 
+    /// The state the agent on `host` reports for the lab's address through its status socket:
+    /// the election's role name (`master`, `backup`, `claiming`, `init`...).
+    pub async fn agent_state(&self, host: usize) -> Result<String> {
+        let name = &self.host(host)?.name;
+        let status = match crate::status::request(&self.status_socket(host), "status").await {
+            Ok(crate::status::Response::Status(s)) => s,
+            Ok(other) => bail!("the agent on {name} answered {other:?}"),
+            Err(e) => return Err(anyhow!("the status of the agent on {name}: {e}")),
+        };
+        let address = self.address();
+        status
+            .ips
+            .iter()
+            .find(|ip| ip.ip == address)
+            .map(|ip| ip.state.clone())
+            .ok_or_else(|| anyhow!("the agent on {name} does not watch {address}"))
+    }
+
     /// Waits until the agent on `host` has exited and returns how it exited.
     pub async fn wait_agent_exit(&self, host: usize, timeout: Duration) -> Result<ExitStatus> {
         let deadline = Instant::now() + timeout;
@@ -1533,6 +1551,21 @@ impl Lab {
             resp.text()
         );
         serde_json::from_slice(&resp.body).with_context(|| format!("GET {path}: not JSON"))
+    }
+
+    /// PUT `body` to `path` on the simulator's API port (its control API under `/_sim/`), from
+    /// inside R; returns the answer's JSON.
+    pub async fn sim_put(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value> {
+        let url = http::Url::parse(&format!("{SIM_URL}{path}"))?;
+        let socket = tcp_socket_in(&self.router)?;
+        let resp = http::put_json_with_socket(socket, &url, body, Duration::from_secs(5)).await?;
+        ensure!(
+            resp.status == 200,
+            "PUT {path}: status {}: {}",
+            resp.status,
+            resp.text()
+        );
+        serde_json::from_slice(&resp.body).with_context(|| format!("PUT {path}: not JSON"))
     }
 
     /// The simulator's `/_sim/state`.
@@ -2000,7 +2033,9 @@ pub fn parse_timeline(raw: &str, ip: &str) -> Result<Vec<TimelineEvent>> {
     for line in complete.lines().filter(|l| !l.trim().is_empty()) {
         let e: TimelineEvent =
             serde_json::from_str(line).with_context(|| format!("bad timeline line {line:?}"))?;
-        if e.ip == ip {
+        // Claim records (`"event":"claim"`, the arbiter's epochs) change no holder: only
+        // attaches and detaches make the holder timeline.
+        if e.ip == ip && e.event != "claim" {
             events.push(e);
         }
     }
