@@ -106,7 +106,9 @@ lb-probe: whom the load balancer sends to), where a host whose cable is cut hold
 cut: the longest interval without a holder (not counting time the API was down: 5xx burst, 429 storm,
 outage), the longest with several holders (counted from one dead period after the fault starts, when it
 becomes observable), the ownership changes (a host that did not hold the address before now holds it),
-and the client's longest wait for an answer through the address. Pass criteria per run: no-holder at
+and the client's longest wait for an answer through the address. (A floating IP or an Azure public IP
+is on one port or NIC at a time: there, contention shows as ownership changes, never as several
+holders.) Pass criteria per run: no-holder at
 most the failover budget (dead period + API time: 1 s of allowance, the operation delay, Azure's 2 s
 operation polls for its two PUTs; after an API that was down, plus the agent's longest backoff and 1 s,
 or three Retry-Afters after a 429 storm; under latency, the latency once per API call of a claim: 4 on

@@ -852,6 +852,25 @@ impl Core {
                     self.set_role_about(i, Role::Backup, &why, Some(who), out);
                     let want = self.desired_alias(i);
                     self.set_alias(i, want, out);
+                } else if let (Role::Master, false, true, Some(r)) = (
+                    slot.role,
+                    local,
+                    self_attached,
+                    slot.record
+                        .clone()
+                        .filter(|r| r.holder != me && r.epoch > slot.claimed_epoch),
+                ) {
+                    // Someone recorded a newer claim (it could not hear us) and may be fencing
+                    // us right now: fencing it back from this read could leave nobody. Claim
+                    // again first (a newer record), then fence from the read that follows.
+                    slot.to_fence.clear();
+                    let why = format!(
+                        "{} recorded a newer claim (epoch {}): claiming again before fencing",
+                        r.holder, r.epoch
+                    );
+                    let from = r.holder.clone();
+                    self.slots[i].claimed_from = Some(from.clone());
+                    self.set_role_about(i, Role::Claiming, &why, Some(from), out);
                 } else if slot.role == Role::Master && !self_attached && !local {
                     // Back off as after a failure: if the API keeps disagreeing right after our
                     // attach, re-claiming in a tight loop would only hammer it.
@@ -1149,6 +1168,13 @@ impl Core {
                     }
                     let why = format!("{id} took over");
                     self.set_role_about(i, Role::Backup, &why, Some(id), out);
+                } else if master_alive && !self.params.claim.is_local() {
+                    // A worse peer announces master: it claimed while it could not hear us, and
+                    // has probably fenced us. Read now (then every interval while it lasts)
+                    // rather than at the next reconcile, and take the address back at once.
+                    let last_read = self.slots[i].holders.as_ref().map(|(_, t)| *t);
+                    let due = last_read.map_or(now, |t| t + self.params.interval);
+                    self.slots[i].next_reconcile = self.slots[i].next_reconcile.min(due);
                 }
             }
             Role::Leaving => {

@@ -1338,3 +1338,29 @@ fn thirty_percent_heartbeat_loss_moves_nothing() {
     assert_eq!(c.timeline.len(), before, "{}", c.dump());
     c.assert_settled_on("lb1");
 }
+
+#[test]
+fn a_master_fenced_by_a_worse_peer_takes_it_back_within_an_interval() {
+    let mut c = Cluster::new(&[("lb1", 10), ("lb2", 20)], ms(1000), 3);
+    c.run_for(ms(6000));
+    c.assert_settled_on("lb1");
+    // lb2 stops hearing lb1 for 4 s (lb1 still hears lb2): lb2 claims and fences lb1.
+    c.cut.insert((0, 1));
+    c.run_for(ms(4000));
+    c.cut.clear();
+    let t0 = c.now;
+    // lb2 yields as soon as it hears lb1 again; lb1 must not wait for its 30 s reconcile.
+    c.run_for(ms(3000));
+    c.assert_settled_on("lb1");
+    assert!(
+        c.first_time_held_by("lb1", t0 - ms(4000)).is_some(),
+        "{}",
+        c.dump()
+    );
+    assert_eq!(
+        c.longest_gap_after(t0 - ms(4000)),
+        Duration::ZERO,
+        "{}",
+        c.dump()
+    );
+}
