@@ -875,29 +875,31 @@ impl Config {
         )?;
         let peer_refresh =
             opt_duration("--peer-refresh", &args.peer_refresh, DEFAULT_PEER_REFRESH)?;
-        let isolation_release_after = match &args.isolation_release_after {
-            None => Some(interval * dead_ratio * 3),
-            Some(text) => {
-                let d = parse_duration("--isolation-release-after", text)?;
-                if !d.is_zero() && d < interval * dead_ratio {
-                    return err("--isolation-release-after: must be at least one dead period (interval x dead ratio), or 0 to disable");
-                }
-                (!d.is_zero()).then_some(d)
-            }
-        };
         let api_timeout = opt_duration("--api-timeout", &args.api_timeout, DEFAULT_API_TIMEOUT)?;
-        let max_clock_skew = match &args.max_clock_skew {
-            None => Some(DEFAULT_MAX_CLOCK_SKEW),
-            Some(s) => {
-                let d = parse_duration("--max-clock-skew", s)?;
-                (!d.is_zero()).then_some(d)
+        // A period that is 0 (off) or at least one dead period: shorter would act on a peer
+        // that is merely between heartbeats.
+        let off_or_dead_period = |flag: &str, text: &Option<String>, default: Duration| {
+            let d = match text {
+                None => default,
+                Some(t) => parse_duration(flag, t)?,
+            };
+            if !d.is_zero() && d < interval * dead_ratio {
+                return Err(ConfigError(format!(
+                    "{flag}: must be at least one dead period (interval x dead ratio), or 0 to disable"
+                )));
             }
+            Ok((!d.is_zero()).then_some(d))
         };
-        if let Some(skew) = max_clock_skew {
-            if skew < interval * dead_ratio {
-                return err("--max-clock-skew: must be at least one dead period (interval x dead ratio), or 0 to disable");
-            }
-        }
+        let isolation_release_after = off_or_dead_period(
+            "--isolation-release-after",
+            &args.isolation_release_after,
+            interval * dead_ratio * 3,
+        )?;
+        let max_clock_skew = off_or_dead_period(
+            "--max-clock-skew",
+            &args.max_clock_skew,
+            DEFAULT_MAX_CLOCK_SKEW,
+        )?;
 
         let legacy_nic_id = match &args.legacy_nic_id {
             None => None,

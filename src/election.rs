@@ -317,12 +317,20 @@ struct Slot {
     heard_epoch: u64,
     /// The epoch of our own last claim (0: none).
     claimed_epoch: u64,
-    /// A claim met a newer record: read before claiming again.
-    reread: bool,
-    /// The last read followed such a conflict: claim against what it showed.
-    trust_read: bool,
+    /// After a claim met a newer record: read first, then claim against that read.
+    claim_retry: ClaimRetry,
     /// Since when the record has named a holder we cannot hear (see `Core::superseded`).
     superseded_since: Option<Time>,
+}
+
+/// Where a claim stands after the record moved under it (a conflict).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ClaimRetry {
+    None,
+    /// Read the record before claiming again.
+    ReadFirst,
+    /// The read is done: claim against what it showed (an announced claim may have failed).
+    UseRead,
 }
 
 /// A snapshot of one address for status output.
@@ -407,8 +415,7 @@ impl Core {
                 record: None,
                 heard_epoch: 0,
                 claimed_epoch: 0,
-                reread: false,
-                trust_read: false,
+                claim_retry: ClaimRetry::None,
                 superseded_since: None,
             })
             .collect();
@@ -595,7 +602,10 @@ impl Core {
         let read = slot.record.as_ref().map(|r| r.epoch);
         let seen = match (read, slot.heard_epoch) {
             // Right after a conflict the read is the truth (an announced claim may have failed).
-            _ if std::mem::take(&mut slot.trust_read) => read,
+            _ if slot.claim_retry == ClaimRetry::UseRead => {
+                slot.claim_retry = ClaimRetry::None;
+                read
+            }
             (None, 0) => None,
             (r, heard) => Some(r.unwrap_or(0).max(heard)),
         };
@@ -764,7 +774,7 @@ impl Core {
                 // The record moved since our read: someone else claimed. Read, then decide
                 // again (the claim may no longer be ours to make).
                 self.slots[i].next_reconcile = now;
-                self.slots[i].reread = true;
+                self.slots[i].claim_retry = ClaimRetry::ReadFirst;
                 if self.slots[i].role == Role::Claiming {
                     self.set_role(i, Role::Backup, "claim conflict: re-reading the API", out);
                 }
@@ -795,108 +805,16 @@ impl Core {
         let local = self.params.claim.is_local();
         let me = self.params.node.clone();
         self.last_api_ok = Some(now);
-        let superseded_on_read = match &result {
-            OpResult::Holders { holders, record } if !local => self
-                .supersedes(i, holders, record.as_ref())
-                .filter(|(who, _)| !self.peer_alive(now, who)),
-            _ => None,
-        };
-        let alone_check = self.isolation_watch(now);
-        let slot = &mut self.slots[i];
-        slot.attempt = 0;
-        slot.retry_at = None;
-        match (op, result) {
+        self.slots[i].attempt = 0;
+        self.slots[i].retry_at = None;
+        let result = match (&op, result) {
             (Op::ReadHolders, OpResult::Holders { holders, record }) => {
-                slot.record = record;
-                slot.trust_read = std::mem::take(&mut slot.reread);
-                slot.to_fence = holders.iter().filter(|h| **h != me).cloned().collect();
-                let self_attached = holders.contains(&me);
-                if self_attached {
-                    slot.disagreements = 0;
-                }
-                let after_claim = std::mem::take(&mut slot.read_after_claim);
-                if slot.role == Role::Master
-                    && (self_attached || local)
-                    && !after_claim
-                    && superseded_on_read.is_none()
-                {
-                    out.push(Action::Reasserted(ip));
-                }
-                slot.holders = Some((holders, now));
-                // Handing over, or a backup still attached: watch every interval for the
-                // successor's attach or for being fenced.
-                let watch = slot.role == Role::Leaving
-                    || (slot.role == Role::Backup && self_attached && !local);
-                slot.next_reconcile = now
-                    + if watch {
-                        self.params.interval
-                    } else {
-                        self.params.reconcile_interval
-                    };
-                if let Some(every) = alone_check {
-                    slot.next_reconcile = slot.next_reconcile.min(now + every);
-                }
-                if slot.role != Role::Master || local {
-                    // Local mode decides whom to fence from the live peers at call time.
-                    slot.to_fence.clear();
-                }
-                if let (Some((who, epoch)), Role::Master) = (&superseded_on_read, slot.role) {
-                    // Someone we cannot hear claimed after us (a partition): the record says it
-                    // holds the address. Do not fight it: stand by until we hear it again or
-                    // the API shows it gone.
-                    slot.to_fence.clear();
-                    let why = format!(
-                        "{who} claimed it (epoch {epoch}) while we could not hear it: standing by"
-                    );
-                    let who = who.clone();
-                    self.set_role_about(i, Role::Backup, &why, Some(who), out);
-                    let want = self.desired_alias(i);
-                    self.set_alias(i, want, out);
-                } else if let (Role::Master, false, true, Some(r)) = (
-                    slot.role,
-                    local,
-                    self_attached,
-                    slot.record
-                        .clone()
-                        .filter(|r| r.holder != me && r.epoch > slot.claimed_epoch),
-                ) {
-                    // Someone recorded a newer claim (it could not hear us) and may be fencing
-                    // us right now: fencing it back from this read could leave nobody. Claim
-                    // again first (a newer record), then fence from the read that follows.
-                    slot.to_fence.clear();
-                    let why = format!(
-                        "{} recorded a newer claim (epoch {}): claiming again before fencing",
-                        r.holder, r.epoch
-                    );
-                    let from = r.holder.clone();
-                    self.slots[i].claimed_from = Some(from.clone());
-                    self.set_role_about(i, Role::Claiming, &why, Some(from), out);
-                } else if slot.role == Role::Master && !self_attached && !local {
-                    // Back off as after a failure: if the API keeps disagreeing right after our
-                    // attach, re-claiming in a tight loop would only hammer it.
-                    // And fence nobody on the strength of this read: we do not hold it.
-                    slot.to_fence.clear();
-                    slot.disagreements = slot.disagreements.saturating_add(1);
-                    let delay = self.backoff(self.slots[i].disagreements);
-                    self.slots[i].retry_at = Some(now + delay);
-                    self.set_role(
-                        i,
-                        Role::Claiming,
-                        "the API shows the address detached from us",
-                        out,
-                    );
-                } else {
-                    // Re-assert the alias even if we believe it is right: someone may have
-                    // removed or added it behind our back.
-                    let want = self.desired_alias(i);
-                    self.slots[i].alias_on = want;
-                    out.push(if want {
-                        Action::AddAlias(ip)
-                    } else {
-                        Action::RemoveAlias(ip)
-                    });
-                }
+                return self.on_holders(now, i, holders, record, out);
             }
+            (_, other) => other,
+        };
+        let slot = &mut self.slots[i];
+        match (op, result) {
             (Op::Attach { epoch, .. }, OpResult::Done) if slot.role == Role::Claiming => {
                 slot.heard_epoch = slot.heard_epoch.max(epoch);
                 slot.record = Some(Record {
@@ -933,6 +851,111 @@ impl Core {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// A read of the holders and the claim record came back for slot `i`.
+    fn on_holders(
+        &mut self,
+        now: Time,
+        i: usize,
+        holders: Vec<String>,
+        record: Option<Record>,
+        out: &mut Vec<Action>,
+    ) {
+        let local = self.params.claim.is_local();
+        let me = self.params.node.clone();
+        let ip = self.slots[i].ip;
+        let self_attached = holders.contains(&me);
+        let slot = &mut self.slots[i];
+        slot.record = record;
+        if slot.claim_retry == ClaimRetry::ReadFirst {
+            slot.claim_retry = ClaimRetry::UseRead;
+        }
+        slot.to_fence = holders.iter().filter(|h| **h != me).cloned().collect();
+        if self_attached {
+            slot.disagreements = 0;
+        }
+        let after_claim = std::mem::take(&mut slot.read_after_claim);
+        slot.holders = Some((holders, now));
+        let superseded = self.superseded(now, i);
+        let alone_check = self.isolation_watch(now);
+        let slot = &mut self.slots[i];
+        if slot.role == Role::Master
+            && (self_attached || local)
+            && !after_claim
+            && superseded.is_none()
+        {
+            out.push(Action::Reasserted(ip));
+        }
+        // Handing over, or a backup still attached: watch every interval for the successor's
+        // attach or for being fenced.
+        let watch =
+            slot.role == Role::Leaving || (slot.role == Role::Backup && self_attached && !local);
+        slot.next_reconcile = now
+            + if watch {
+                self.params.interval
+            } else {
+                self.params.reconcile_interval
+            };
+        if let Some(every) = alone_check {
+            slot.next_reconcile = slot.next_reconcile.min(now + every);
+        }
+        if slot.role != Role::Master || local {
+            // Local mode decides whom to fence from the live peers at call time.
+            slot.to_fence.clear();
+        }
+        let newer_record = slot
+            .record
+            .clone()
+            .filter(|r| r.holder != me && r.epoch > slot.claimed_epoch);
+        if let (Some((who, epoch)), Role::Master) = (superseded, slot.role) {
+            // Someone we cannot hear claimed after us (a partition): the record says it holds
+            // the address. Do not fight it: stand by until we hear it again or the API shows
+            // it gone.
+            slot.to_fence.clear();
+            let why =
+                format!("{who} claimed it (epoch {epoch}) while we could not hear it: standing by");
+            self.set_role_about(i, Role::Backup, &why, Some(who), out);
+            let want = self.desired_alias(i);
+            self.set_alias(i, want, out);
+        } else if let (Role::Master, false, true, Some(r)) =
+            (slot.role, local, self_attached, newer_record)
+        {
+            // Someone recorded a newer claim (it could not hear us) and may be fencing us right
+            // now: fencing it back from this read could leave nobody. Claim again first (a
+            // newer record), then fence from the read that follows.
+            slot.to_fence.clear();
+            let why = format!(
+                "{} recorded a newer claim (epoch {}): claiming again before fencing",
+                r.holder, r.epoch
+            );
+            slot.claimed_from = Some(r.holder.clone());
+            self.set_role_about(i, Role::Claiming, &why, Some(r.holder), out);
+        } else if slot.role == Role::Master && !self_attached && !local {
+            // Back off as after a failure: if the API keeps disagreeing right after our attach,
+            // re-claiming in a tight loop would only hammer it. And fence nobody on the
+            // strength of this read: we do not hold it.
+            slot.to_fence.clear();
+            slot.disagreements = slot.disagreements.saturating_add(1);
+            let delay = self.backoff(self.slots[i].disagreements);
+            self.slots[i].retry_at = Some(now + delay);
+            self.set_role(
+                i,
+                Role::Claiming,
+                "the API shows the address detached from us",
+                out,
+            );
+        } else {
+            // Re-assert the alias even if we believe it is right: someone may have removed or
+            // added it behind our back.
+            let want = self.desired_alias(i);
+            self.slots[i].alias_on = want;
+            out.push(if want {
+                Action::AddAlias(ip)
+            } else {
+                Action::RemoveAlias(ip)
+            });
         }
     }
 
@@ -1129,7 +1152,7 @@ impl Core {
                 }
                 if steady
                     && permitted
-                    && !self.slots[i].reread
+                    && self.slots[i].claim_retry != ClaimRetry::ReadFirst
                     && superseded.is_none()
                     && !self.isolated_now
                     && !self.better_peer_joining(now, ip, &my_rank)

@@ -34,7 +34,7 @@ pub fn node_id(addr: IpAddr) -> String {
 /// Whether a datagram looks like the old protocol (version 0201 and the old lengths); anything
 /// else goes to the v2 decoder.
 pub fn looks_legacy(datagram: &[u8]) -> bool {
-    matches!(datagram.len(), LEGACY_LEN | LEGACY_LEN_WITH_ID) && datagram[..2] == [0x02, 0x01]
+    matches!(datagram.len(), LEGACY_LEN | LEGACY_LEN_WITH_ID) && datagram[..2] == wire::LEGACY_PROTO
 }
 
 /// Why an old-protocol datagram was not used; labels as in the drop counters.

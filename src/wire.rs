@@ -51,7 +51,8 @@ const FIXED_HEADER: usize = 4 + 1 + 1 + 4 + 8 + 8 + 8 + 1;
 /// A one-byte node id, no entries, and the tag.
 const MIN_DATAGRAM: usize = FIXED_HEADER + 1 + 1 + MAC_LEN;
 const GROUP_AT: usize = 6;
-const LEGACY_PROTO: [u8; 2] = [0x02, 0x01];
+/// The version bytes of the legacy heartbeat (0201).
+pub const LEGACY_PROTO: [u8; 2] = [0x02, 0x01];
 const DERIVATION_LABEL: &[u8] = b"exoip heartbeat v2";
 
 /// What a node says about one elastic IP. The numeric values are the wire encoding.

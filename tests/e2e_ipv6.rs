@@ -13,17 +13,13 @@ use exoip::lab::{
 use nix::sys::signal::Signal;
 
 mod common;
-use common::{check, config, patience, root_or_skip, start, status};
+use common::{check, config, name, patience, root_or_skip, start, status};
 
 fn ipv6_config(hosts: usize) -> LabConfig {
     let mut cfg = config();
     cfg.ipv6 = true;
     cfg.hosts = hosts;
     cfg
-}
-
-fn name(lab: &Lab, host: usize) -> String {
-    lab.hosts()[host].name.clone()
 }
 
 /// `[2001:db8:2::1x]:12345`, the heartbeat address of `host`.

@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, ensure, Result};
+use anyhow::{ensure, Result};
 use exoip::lab::{no_holder_intervals, unix_now, Lab, LabConfig};
 use nix::sys::signal::Signal;
 
 mod common;
-use common::{check, config, patience, root_or_skip, start};
+use common::{check, config, name, patience, reached, root_or_skip, start};
 
 /// Two hosts: the old agent on `old`, the new one (with `--legacy-protocol`) on the other;
 /// priorities 10 (lb1) and 20 (lb2).
@@ -26,31 +26,15 @@ fn mixed(old: usize) -> LabConfig {
     cfg
 }
 
-/// Waits until only `host` holds the address and the client is answered by it.
+/// Waits until only `host` holds the address and the client is answered by it; returns when.
 async fn settled_on(lab: &Lab, host: usize, since: f64) -> Result<f64> {
-    let name = lab.hosts()[host].name.clone();
     lab.wait_until(
-        &format!("{name} alone holds the address"),
+        &format!("{} alone holds the address", name(lab, host)),
         patience(lab) * 2,
         || async { Ok(lab.holders().await? == vec![host]) },
     )
     .await?;
-    lab.wait_until(
-        &format!("the client is answered by {name}"),
-        patience(lab),
-        || async {
-            Ok(lab
-                .requests()
-                .iter()
-                .any(|r| r.ok && r.t > since && r.body.as_deref() == Some(name.as_str())))
-        },
-    )
-    .await?;
-    lab.requests()
-        .iter()
-        .find(|r| r.ok && r.t > since && r.body.as_deref() == Some(name.as_str()))
-        .map(|r| r.t)
-        .ok_or_else(|| anyhow!("vanished"))
+    reached(lab, host, since, patience(lab)).await
 }
 
 fn detached_since(lab: &Lab, host: usize, since: f64) -> Result<bool> {

@@ -10,36 +10,13 @@ use exoip::lab::{no_holder_intervals, unix_now, Lab, LabCloud, LabConfig};
 use nix::sys::signal::Signal;
 
 mod common;
-use common::{check, config, patience, root_or_skip, start};
+use common::{check, config, name, patience, reached, root_or_skip, start};
 
 fn openstack(cloud: LabCloud) -> LabConfig {
     let mut cfg = config();
     cfg.cloud = cloud;
     cfg.data_path = true;
     cfg
-}
-
-fn name(lab: &Lab, host: usize) -> String {
-    lab.hosts()[host].name.clone()
-}
-
-/// Waits until the client got an answer from `host` for a request started after `since`;
-/// returns when that answer arrived (unix time).
-async fn reached(lab: &Lab, host: usize, since: f64, timeout: Duration) -> Result<f64> {
-    let who = name(lab, host);
-    lab.wait_until(&format!("the client to reach {who}"), timeout, || async {
-        Ok(lab
-            .requests()
-            .iter()
-            .any(|r| r.ok && r.t >= since && r.body.as_deref() == Some(who.as_str())))
-    })
-    .await?;
-    let r = lab
-        .requests()
-        .into_iter()
-        .find(|r| r.ok && r.t >= since && r.body.as_deref() == Some(who.as_str()))
-        .expect("found above");
-    Ok(r.t + r.ms / 1000.0)
 }
 
 /// No host has the floating IP configured locally (Neutron NATs it).

@@ -5,7 +5,7 @@
 //! failing cloud API never delays a heartbeat (the Go exoip held a lock across API calls, and a
 //! slow API made a healthy master look dead).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -172,6 +172,34 @@ pub(crate) fn bind_heartbeat_socket(
             ),
             r => r,
         },
+    }
+}
+
+/// Maps a peer address to what the socket's family can send to.
+pub(crate) fn target_for(socket_is_v6: bool, peer: SocketAddr) -> Option<SocketAddr> {
+    match (socket_is_v6, peer) {
+        (true, SocketAddr::V4(v4)) => Some(SocketAddr::V6(SocketAddrV6::new(
+            v4.ip().to_ipv6_mapped(),
+            v4.port(),
+            0,
+            0,
+        ))),
+        (false, SocketAddr::V6(v6)) => v6
+            .ip()
+            .to_ipv4_mapped()
+            .map(|ip| SocketAddr::new(IpAddr::V4(ip), v6.port())),
+        (_, p) => Some(p),
+    }
+}
+
+/// Shows IPv4-mapped IPv6 source addresses (dual-stack socket) as plain IPv4.
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => addr,
+        },
+        v4 => v4,
     }
 }
 

@@ -7,7 +7,7 @@
 //! connections. The loop itself only does quick local work, so heartbeats are never late.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::{IpAddr, SocketAddr, SocketAddrV6};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use super::{call, op_name, provider, whoami};
+use super::{call, canonical, op_name, provider, target_for, whoami};
 use crate::config::{Config, Peers};
 use crate::election::{Action, Admin, Core, Input, Op, OpResult, Params, Role, Signal, Time};
 use crate::health::{self, CheckResult, HealthTracker};
@@ -53,34 +53,6 @@ fn bind_socket(cfg: &Config) -> anyhow::Result<UdpSocket> {
     let socket = super::bind_heartbeat_socket(cfg.bind_ip, cfg.port)
         .map_err(|(addr, e)| anyhow!("cannot bind the heartbeat socket to {addr}: {e}"))?;
     Ok(UdpSocket::from_std(socket)?)
-}
-
-/// Maps a peer address to what the socket's family can send to.
-fn target_for(socket_is_v6: bool, peer: SocketAddr) -> Option<SocketAddr> {
-    match (socket_is_v6, peer) {
-        (true, SocketAddr::V4(v4)) => Some(SocketAddr::V6(SocketAddrV6::new(
-            v4.ip().to_ipv6_mapped(),
-            v4.port(),
-            0,
-            0,
-        ))),
-        (false, SocketAddr::V6(v6)) => v6
-            .ip()
-            .to_ipv4_mapped()
-            .map(|ip| SocketAddr::new(IpAddr::V4(ip), v6.port())),
-        (_, p) => Some(p),
-    }
-}
-
-/// Shows IPv4-mapped IPv6 source addresses (dual-stack socket) as plain IPv4.
-fn canonical(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
-            None => addr,
-        },
-        v4 => v4,
-    }
 }
 
 /// Drop log lines, at most one every 10 s per reason, so a flood cannot flood the log.
@@ -684,12 +656,7 @@ impl Driver {
         };
         let bridge = self.legacy.as_mut()?;
         match bridge.on_datagram(now, from.ip(), datagram, &self.peers, view) {
-            Ok(advert) => {
-                self.counters.received += 1;
-                self.metrics.heartbeat_received();
-                self.peer_addrs.insert(advert.node.clone(), from);
-                Some(Input::Heartbeat(advert))
-            }
+            Ok(advert) => Some(self.accepted(advert, from)),
             Err(drop) => {
                 self.record_drop(drop.label(), from);
                 None
@@ -760,14 +727,11 @@ impl Driver {
                 kind: Kind::Heartbeat,
                 advert,
             }) => {
-                self.counters.received += 1;
-                self.metrics.heartbeat_received();
-                self.peer_addrs.insert(advert.node.clone(), from);
                 let now = self.elapsed();
                 if let Some(bridge) = &mut self.legacy {
                     bridge.heard_v2(now, from.ip());
                 }
-                Some(Input::Heartbeat(advert))
+                Some(self.accepted(advert, from))
             }
             Ok(Message {
                 kind: Kind::Probe,
@@ -794,6 +758,14 @@ impl Driver {
                 None
             }
         }
+    }
+
+    /// A heartbeat taken (v2, or implied by an old exoip's): counted, its source remembered.
+    fn accepted(&mut self, advert: Advert, from: SocketAddr) -> Input {
+        self.counters.received += 1;
+        self.metrics.heartbeat_received();
+        self.peer_addrs.insert(advert.node.clone(), from);
+        Input::Heartbeat(advert)
     }
 
     fn record_drop(&mut self, label: &'static str, from: SocketAddr) {

@@ -58,7 +58,7 @@ struct Metric {
 }
 
 /// (min, median, max); the median of an even count is the mean of the middle two.
-fn summary(samples: &[f64]) -> Option<(f64, f64, f64)> {
+pub(crate) fn summary(samples: &[f64]) -> Option<(f64, f64, f64)> {
     if samples.is_empty() {
         return None;
     }

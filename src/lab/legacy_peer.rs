@@ -142,11 +142,9 @@ pub async fn run(args: Vec<String>) -> Result<()> {
         tokio::select! {
             _ = ping.tick() => {
                 for p in engine.peers.values() {
-                    let to = match (v6, p.addr) {
-                        (true, SocketAddr::V4(a)) => SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port()),
-                        (_, a) => a,
-                    };
-                    let _ = socket.send_to(&payload, to).await;
+                    if let Some(to) = crate::agent::target_for(v6, p.addr) {
+                        let _ = socket.send_to(&payload, to).await;
+                    }
                 }
             }
             _ = check.tick() => {
@@ -179,10 +177,7 @@ impl Engine {
             warn!("peer sent message for wrong EIP, got {}", heard.eip);
             return;
         }
-        let ip = match from.ip() {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-            v4 => v4,
-        };
+        let ip = crate::agent::canonical(from).ip();
         match self.peers.get_mut(&ip) {
             Some(p) => {
                 p.priority = heard.priority;

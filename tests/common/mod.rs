@@ -78,3 +78,25 @@ pub fn status(lab: &Lab, host: usize) -> Result<serde_json::Value> {
     );
     Ok(serde_json::from_slice(&out.stdout)?)
 }
+
+/// The name of `host` (`lb1`...): what its HTTP server answers in the data path.
+pub fn name(lab: &Lab, host: usize) -> String {
+    lab.hosts()[host].name.clone()
+}
+
+/// Waits until the client got an answer from `host` for a request started at or after `since`;
+/// returns when that answer arrived (unix time).
+pub async fn reached(lab: &Lab, host: usize, since: f64, timeout: Duration) -> Result<f64> {
+    let who = name(lab, host);
+    let answer = || {
+        lab.requests()
+            .into_iter()
+            .find(|r| r.ok && r.t >= since && r.body.as_deref() == Some(who.as_str()))
+    };
+    lab.wait_until(&format!("the client to reach {who}"), timeout, || async {
+        Ok(answer().is_some())
+    })
+    .await?;
+    let r = answer().ok_or_else(|| anyhow!("the answer from {who} vanished"))?;
+    Ok(r.t + r.ms / 1000.0)
+}

@@ -136,18 +136,7 @@ pub fn longest_outage(answers: &[f64], from: f64, to: f64) -> f64 {
 
 /// (median, max); the median of an even count is the mean of the middle two.
 pub fn median_max(samples: &[f64]) -> Option<(f64, f64)> {
-    if samples.is_empty() {
-        return None;
-    }
-    let mut v = samples.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    Some((median, v[n - 1]))
+    crate::lab::bench::summary(samples).map(|(_, median, max)| (median, max))
 }
 
 #[cfg(test)]
