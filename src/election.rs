@@ -67,6 +67,10 @@ pub struct Params {
     /// address locally (an isolated node must not serve it while another may hold it). `None`:
     /// never.
     pub isolation_release_after: Option<Duration>,
+    /// Whether the provider keeps a claim record (its arbiter is not `none`). In the local modes
+    /// a new master then records its claim right after taking the address, and a master that
+    /// reads a newer claim by a node it cannot hear stands by (see `docs/arbiter.md`).
+    pub records: bool,
 }
 
 /// How the winner takes the address.
@@ -263,6 +267,10 @@ pub enum Action {
     },
     /// A reconcile confirmed that we hold the address (API and alias re-asserted).
     Reasserted(IpAddr),
+    /// Local modes: a peer that announced master next to us (it could not hear us for a
+    /// moment) no longer does. Neighbours may have followed its gratuitous ARP: announce the
+    /// address again, after the rival's own announcements are over.
+    Reannounce(IpAddr),
     /// A provider call failed; it will be retried after `retry_in` if still needed.
     CallFailed {
         ip: IpAddr,
@@ -321,6 +329,10 @@ struct Slot {
     claim_retry: ClaimRetry,
     /// Since when the record has named a holder we cannot hear (see `Core::superseded`).
     superseded_since: Option<Time>,
+    /// Local modes with records: this master has yet to record its claim.
+    record_due: bool,
+    /// Local modes, as master: a worse peer announces master too (see `Action::Reannounce`).
+    rival: bool,
 }
 
 /// Where a claim stands after the record moved under it (a conflict).
@@ -417,6 +429,8 @@ impl Core {
                 claimed_epoch: 0,
                 claim_retry: ClaimRetry::None,
                 superseded_since: None,
+                record_due: false,
+                rival: false,
             })
             .collect();
         let rng = params.jitter_seed | 1;
@@ -586,7 +600,7 @@ impl Core {
 
     /// [`Self::supersedes`] with the last read, for a holder we cannot hear.
     fn superseded(&self, now: Time, i: usize) -> Option<(String, u64)> {
-        if self.params.claim != ClaimMode::Api {
+        if self.params.claim != ClaimMode::Api && !self.params.records {
             return None;
         }
         let (holders, _) = self.slots[i].holders.as_ref()?;
@@ -769,10 +783,11 @@ impl Core {
         {
             if kind == "conflict"
                 && matches!(op, Op::Attach { .. })
-                && !self.params.claim.is_local()
+                && (!self.params.claim.is_local() || self.params.records)
             {
                 // The record moved since our read: someone else claimed. Read, then decide
-                // again (the claim may no longer be ours to make).
+                // again (the claim may no longer be ours to make). A local master keeps holding
+                // meanwhile: the read tells whether to stand by.
                 self.slots[i].next_reconcile = now;
                 self.slots[i].claim_retry = ClaimRetry::ReadFirst;
                 if self.slots[i].role == Role::Claiming {
@@ -828,6 +843,16 @@ impl Core {
                 self.set_role_about(i, Role::Master, "attached", from, out);
             }
             (op @ (Op::Attach { .. } | Op::Admit(_)), OpResult::Done) if local => {
+                if let Op::Attach { epoch, .. } = op {
+                    if epoch != 0 {
+                        slot.heard_epoch = slot.heard_epoch.max(epoch);
+                        slot.record = Some(Record {
+                            epoch,
+                            holder: me.clone(),
+                        });
+                        slot.record_due = false;
+                    }
+                }
                 let who = match op {
                     Op::Admit(who) => who,
                     _ => me,
@@ -880,7 +905,18 @@ impl Core {
         slot.holders = Some((holders, now));
         let superseded = self.superseded(now, i);
         let alone_check = self.isolation_watch(now);
+        let records = self.params.records;
         let slot = &mut self.slots[i];
+        if local
+            && records
+            && slot.role == Role::Master
+            && superseded.is_none()
+            && slot.record.as_ref().is_some_and(|r| r.holder != me)
+        {
+            // A claim by a node we hear (or that no longer holds): we are the master, so the
+            // record must name us again, or a partitioned peer would defer to a stale record.
+            slot.record_due = true;
+        }
         if slot.role == Role::Master
             && (self_attached || local)
             && !after_claim
@@ -1008,8 +1044,11 @@ impl Core {
         if from == to {
             return;
         }
+        let local_record = self.params.claim.is_local() && self.params.records;
         let slot = &mut self.slots[i];
         slot.role = to;
+        // Local modes hold at once; the claim is recorded right after.
+        slot.record_due = to == Role::Master && local_record;
         slot.reason = reason.to_string();
         slot.since = self.now_hint;
         out.push(Action::Transition {
@@ -1191,10 +1230,11 @@ impl Core {
                     }
                     let why = format!("{id} took over");
                     self.set_role_about(i, Role::Backup, &why, Some(id), out);
-                } else if master_alive && !self.params.claim.is_local() {
+                } else if master_alive && (!self.params.claim.is_local() || self.params.records) {
                     // A worse peer announces master: it claimed while it could not hear us, and
                     // has probably fenced us. Read now (then every interval while it lasts)
-                    // rather than at the next reconcile, and take the address back at once.
+                    // rather than at the next reconcile, and take the address back at once
+                    // (local modes: record our claim again over its newer one).
                     let last_read = self.slots[i].holders.as_ref().map(|(_, t)| *t);
                     let due = last_read.map_or(now, |t| t + self.params.interval);
                     self.slots[i].next_reconcile = self.slots[i].next_reconcile.min(due);
@@ -1252,12 +1292,44 @@ impl Core {
             }
             _ => {}
         }
+        // A better master made us yield above: a master peer now is a worse one.
+        let rival =
+            self.slots[i].role == Role::Master && self.params.claim.is_local() && master_alive;
+        if std::mem::replace(&mut self.slots[i].rival, rival)
+            && !rival
+            && self.slots[i].role == Role::Master
+        {
+            out.push(Action::Reannounce(ip));
+        }
         let want = self.desired_alias(i);
         self.set_alias(i, want, out);
 
         // Provider calls: one at a time per address, after any backoff.
-        if self.params.claim == ClaimMode::LocalOnly {
+        if self.params.claim == ClaimMode::LocalOnly && !self.params.records {
             return;
+        }
+        if self.slots[i].role == Role::Master && self.params.claim.is_local() && self.params.records
+        {
+            // Read every interval for a dead period after a peer falls silent: a claim it made
+            // when it stopped hearing us is in the record by then (we stand by), fencing waits
+            // for the first of these reads, and a peer that still hears us (an asymmetric
+            // partition) records its claim again over ours within a few intervals.
+            let read_at = self.slots[i].holders.as_ref().map(|(_, t)| *t);
+            let (dead, interval) = (self.params.dead_period(), self.params.interval);
+            let due = self
+                .peers
+                .values()
+                .filter(|p| !self.alive(now, p) && !p.leaving)
+                .filter_map(|p| {
+                    (1..=self.params.dead_ratio + 1)
+                        .map(|k| p.last_heard + dead + interval * k)
+                        .find(|t| read_at.is_none_or(|r| r < *t))
+                })
+                .min();
+            if let Some(t) = due {
+                let slot = &mut self.slots[i];
+                slot.next_reconcile = slot.next_reconcile.min(t);
+            }
         }
         let slot = &self.slots[i];
         if slot.inflight.is_some() || slot.retry_at.is_some_and(|r| now < r) {
@@ -1268,13 +1340,11 @@ impl Core {
                 let op = self.claim_op(i);
                 self.start_op(i, op, out)
             }
-            Role::Master if self.params.claim.is_local() => match self.permission_fix(now, i) {
-                Some(op) => self.start_op(i, op, out),
-                None if now >= self.slots[i].next_reconcile => {
-                    self.start_op(i, Op::ReadHolders, out)
+            Role::Master if self.params.claim.is_local() => {
+                if let Some(op) = self.local_master_op(now, i) {
+                    self.start_op(i, op, out)
                 }
-                None => {}
-            },
+            }
             Role::Master if !slot.to_fence.is_empty() => {
                 // Never fence a live peer that outranks us: it is taking over, and we yield as
                 // soon as its Master heartbeat arrives. Everyone else (dead peers, worse peers,
@@ -1332,17 +1402,40 @@ impl Core {
             .is_some_and(|(h, _)| h.contains(&self.params.node))
     }
 
-    /// [`ClaimMode::Local`], as master: the next change that makes the API's list of allowed
-    /// holders right (this node and every live peer in, every other node out), if any.
-    fn permission_fix(&self, now: Time, i: usize) -> Option<Op> {
-        let me = &self.params.node;
-        let (allowed, _) = self.slots[i].holders.as_ref()?;
-        if !allowed.contains(me) {
+    /// The local modes, as master: the next provider call, if any. First the claim record
+    /// (after a conflict, a read first), or our own permission; then the permissions of the
+    /// others; else the periodic read.
+    fn local_master_op(&mut self, now: Time, i: usize) -> Option<Op> {
+        let records = self.params.records;
+        let slot = &self.slots[i];
+        if records && slot.claim_retry == ClaimRetry::ReadFirst {
+            return Some(Op::ReadHolders);
+        }
+        let permissions = self.params.claim == ClaimMode::Local;
+        let unpermitted = permissions && slot.holders.is_some() && !self.permitted(i);
+        if records && (slot.record_due || unpermitted) {
+            return Some(self.claim_op(i));
+        }
+        if unpermitted {
             return Some(Op::Attach {
                 epoch: 0,
                 seen: None,
             });
         }
+        if permissions {
+            if let Some(op) = self.permission_fix(now, i) {
+                return Some(op);
+            }
+        }
+        (now >= self.slots[i].next_reconcile).then_some(Op::ReadHolders)
+    }
+
+    /// [`ClaimMode::Local`], as master allowed to hold the address: the next change that makes
+    /// the API's list of allowed holders right (every live peer in, every other node out), if
+    /// any.
+    fn permission_fix(&self, now: Time, i: usize) -> Option<Op> {
+        let me = &self.params.node;
+        let (allowed, read_at) = self.slots[i].holders.as_ref()?;
         let alive = |id: &String| self.peers.get(id).is_some_and(|p| self.alive(now, p));
         if let Some(peer) = self
             .peers
@@ -1354,9 +1447,20 @@ impl Core {
         // Fence who went silent; a peer whose last word was "leaving" released the address
         // itself and keeps its permission, so it can stand by again without an API call.
         let left = |id: &String| self.peers.get(id).is_some_and(|p| p.leaving);
+        // With a claim record, fence a peer only from a read made an interval after it fell
+        // silent: by then the record shows whether it claimed (a partition: we stand by
+        // instead of fencing each other).
+        let after = self.params.dead_period() + self.params.interval;
+        let read_since = |id: &String| {
+            !self.params.records
+                || self
+                    .peers
+                    .get(id)
+                    .is_none_or(|p| *read_at >= p.last_heard + after)
+        };
         allowed
             .iter()
-            .find(|id| *id != me && !alive(id) && !left(id))
+            .find(|id| *id != me && !alive(id) && !left(id) && read_since(id))
             .map(|id| Op::Detach(id.clone()))
     }
 

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use anyhow::Context;
 use tracing::{debug, info, warn};
@@ -165,25 +166,30 @@ impl LocalHold {
         if added {
             info!("{ip}: added to {}", self.place());
             if announce {
-                let device = alias.device().to_string();
-                tokio::spawn(async move {
-                    match crate::announce::announce(
-                        &device,
-                        ip,
-                        crate::announce::DEFAULT_COUNT,
-                        crate::announce::DEFAULT_GAP,
-                    )
-                    .await
-                    {
-                        Ok(()) => debug!("{ip}: announced on {device}"),
-                        Err(e) => warn!("{ip}: cannot announce it on {device}: {e}"),
-                    }
-                });
+                spawn_announce(alias.device().to_string(), ip, Duration::ZERO);
             }
         } else {
             debug!("{ip}: already on {}", self.place());
         }
         Ok(added)
+    }
+
+    /// On a NIC, announces the address again if we have it, after `delay` (in the background):
+    /// neighbours that followed another node's announcement (a peer that held it for a moment,
+    /// a cache that expired) come back (keepalived's `garp_master_refresh`). Elsewhere nothing.
+    pub async fn announce_again(&self, ip: IpAddr, delay: Duration) {
+        let How::Address {
+            alias,
+            announce: true,
+        } = &self.how
+        else {
+            return;
+        };
+        match alias.has(ip).await {
+            Ok(true) => spawn_announce(alias.device().to_string(), ip, delay),
+            Ok(false) => {}
+            Err(e) => debug!("{ip}: cannot tell whether it is on {}: {e}", alias.device()),
+        }
     }
 
     /// Removes the address; true when it was there. In lb-probe mode the frontend IP stays on
@@ -227,6 +233,24 @@ impl LocalHold {
             How::Probe { loopback: None, .. } => Ok(true),
         }
     }
+}
+
+/// Gratuitous ARP / unsolicited neighbour advertisements for `ip` on `device`, after `delay`.
+fn spawn_announce(device: String, ip: IpAddr, delay: Duration) {
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        match crate::announce::announce(
+            &device,
+            ip,
+            crate::announce::DEFAULT_COUNT,
+            crate::announce::DEFAULT_GAP,
+        )
+        .await
+        {
+            Ok(()) => debug!("{ip}: announced on {device}"),
+            Err(e) => warn!("{ip}: cannot announce it on {device}: {e}"),
+        }
+    });
 }
 
 #[cfg(test)]

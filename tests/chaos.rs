@@ -1,6 +1,7 @@
 //! The chaos suite's CI subset (`exoip lab chaos`, see `src/lab/chaos`): every scenario once on
 //! the simulated Exoscale, and kill -9, the symmetric heartbeat partition and the API outage on
-//! OpenStack (floating IP, VIP) and Azure (public IP, load balancer probe). Needs root: each
+//! OpenStack (floating IP, VIP) and Azure (public IP, load balancer probe), plus the asymmetric
+//! partition in the two modes where the holder holds locally (VIP, lb-probe). Needs root: each
 //! test builds its own lab in network namespaces.
 //!
 //! Shortened: heartbeats every 0.2 s (a peer is dead after 0.6 s), the agents reconcile every
@@ -91,6 +92,8 @@ chaos_tests! {
     openstack_floating_ip_api_outage: OpenStackFloatingIp, ApiOutage;
 
     openstack_vip_kill: OpenStackVip, Kill;
+    openstack_vip_partition: OpenStackVip, Partition;
+    openstack_vip_asymmetric_partition: OpenStackVip, Asymmetric;
     openstack_vip_api_outage: OpenStackVip, ApiOutage;
 
     azure_public_ip_kill: AzurePublicIp, Kill;
@@ -98,22 +101,7 @@ chaos_tests! {
     azure_public_ip_api_outage: AzurePublicIp, ApiOutage;
 
     azure_lb_probe_kill: AzureLbProbe, Kill;
+    azure_lb_probe_partition: AzureLbProbe, Partition;
+    azure_lb_probe_asymmetric_partition: AzureLbProbe, Asymmetric;
     azure_lb_probe_api_outage: AzureLbProbe, ApiOutage;
-}
-
-// Known failures, kept visible: in these modes the holder holds the address locally with no API
-// record to arbitrate (OpenStack VIP: both sides keep the VIP on eth0 and fence each other's
-// allowed address pair; Azure lb-probe: both answer the load balancer's probe), so a symmetric
-// heartbeat partition gives two holders for as long as it lasts. Issue 5 stays open on them.
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known: two holders during a heartbeat partition in VIP mode (no arbiter yet)"]
-async fn openstack_vip_partition() {
-    chaos(LabCloud::OpenStackVip, ChaosScenario::Partition).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known: two holders during a heartbeat partition in lb-probe mode (no arbiter yet)"]
-async fn azure_lb_probe_partition() {
-    chaos(LabCloud::AzureLbProbe, ChaosScenario::Partition).await;
 }

@@ -32,6 +32,7 @@ fn params(node: &str, interval: Duration, ratio: u32) -> Params {
         backoff_max: Duration::from_secs(5),
         jitter_seed: 42,
         claim: ClaimMode::Api,
+        records: true,
         isolation_release_after: Some(interval * ratio * 3),
     }
 }
@@ -60,6 +61,7 @@ struct Node {
     exited: bool,
     transitions: Vec<(Time, Role, Role, String)>,
     reasserts: usize,
+    reannounces: usize,
 }
 
 struct Cluster {
@@ -87,9 +89,13 @@ struct Cluster {
     records: BTreeMap<IpAddr, Record>,
     /// (time, holders) after every change.
     timeline: Vec<(Time, BTreeSet<String>)>,
+    /// (time, nodes with the alias) after every change: who holds it in the local modes.
+    alias_timeline: Vec<(Time, BTreeSet<String>)>,
     api_calls: usize,
-    /// How the nodes added from now on claim.
+    /// How the nodes added from now on claim, and whether the cloud keeps a claim record
+    /// (local modes: OpenStack VIP with a VIP port, Azure lb-probe).
     claim: ClaimMode,
+    keeps_records: bool,
 }
 
 impl Cluster {
@@ -111,8 +117,10 @@ impl Cluster {
             holders: BTreeMap::new(),
             records: BTreeMap::new(),
             timeline: vec![(Time::ZERO, BTreeSet::new())],
+            alias_timeline: vec![(Time::ZERO, BTreeSet::new())],
             api_calls: 0,
             claim: ClaimMode::Api,
+            keeps_records: true,
         };
         for (name, prio) in specs {
             c.add_node(name, *prio, interval, ratio);
@@ -127,6 +135,7 @@ impl Cluster {
         }];
         let p = Params {
             claim: self.claim,
+            records: self.keeps_records,
             ..params(name, interval, ratio)
         };
         let core = Core::new(p, &ips, self.now);
@@ -137,6 +146,7 @@ impl Cluster {
             exited: false,
             transitions: Vec::new(),
             reasserts: 0,
+            reannounces: 0,
         });
         let i = self.nodes.len() - 1;
         self.input(i, Input::Tick);
@@ -152,6 +162,7 @@ impl Cluster {
         }];
         let p = Params {
             claim: self.claim,
+            records: self.keeps_records,
             ..params(&name, interval, ratio)
         };
         self.nodes[i].core = Core::new(p, &ips, self.now);
@@ -222,10 +233,14 @@ impl Cluster {
                 );
             }
             Action::AddAlias(ip) => {
-                self.nodes[i].alias.insert(ip);
+                if self.nodes[i].alias.insert(ip) {
+                    self.note_aliases();
+                }
             }
             Action::RemoveAlias(ip) => {
-                self.nodes[i].alias.remove(&ip);
+                if self.nodes[i].alias.remove(&ip) {
+                    self.note_aliases();
+                }
             }
             Action::Transition {
                 from, to, reason, ..
@@ -235,6 +250,7 @@ impl Cluster {
             }
             Action::CallFailed { .. } => {}
             Action::Reasserted(_) => self.nodes[i].reasserts += 1,
+            Action::Reannounce(_) => self.nodes[i].reannounces += 1,
             Action::Exit => {
                 self.nodes[i].exited = true;
                 self.nodes[i].up = false;
@@ -269,6 +285,22 @@ impl Cluster {
                     },
                 );
             }
+        }
+        if self.claim == ClaimMode::LocalOnly {
+            // Azure lb-probe: nothing to attach; the API only keeps the record, whose holder is
+            // the one that may hold the address.
+            return match op {
+                Op::ReadHolders => OpResult::Holders {
+                    holders: self
+                        .records
+                        .get(&ip)
+                        .map(|r| r.holder.clone())
+                        .into_iter()
+                        .collect(),
+                    record: self.records.get(&ip).cloned(),
+                },
+                _ => OpResult::Done,
+            };
         }
         let set = self.holders.entry(ip).or_default();
         let changed = match op {
@@ -319,6 +351,15 @@ impl Cluster {
 
     fn kill(&mut self, i: usize) {
         self.nodes[i].up = false;
+        self.note_aliases();
+    }
+
+    fn note_aliases(&mut self) {
+        let now = self.now;
+        let set: BTreeSet<String> = self.alias_nodes().into_iter().collect();
+        if self.alias_timeline.last().is_none_or(|(_, s)| *s != set) {
+            self.alias_timeline.push((now, set));
+        }
     }
 
     fn holders_now(&self) -> BTreeSet<String> {
@@ -1116,9 +1157,10 @@ fn local_mode_preempts_only_once_allowed() {
 }
 
 #[test]
-fn local_only_mode_never_calls_the_api() {
+fn local_only_mode_without_a_record_never_calls_the_api() {
     let mut c = Cluster::new(&[], ms(1000), 3);
     c.claim = ClaimMode::LocalOnly;
+    c.keeps_records = false;
     for (name, prio) in [("lb1", 10), ("lb2", 20), ("lb3", 30)] {
         c.add_node(name, prio, ms(1000), 3);
     }
@@ -1147,9 +1189,13 @@ fn changes_after(c: &Cluster, from: Time) -> Vec<(Time, BTreeSet<String>)> {
 
 /// Longest interval with two holders or more after `from`.
 fn longest_multi_after(c: &Cluster, from: Time) -> Duration {
+    longest_multi_in(c, &c.timeline, from)
+}
+
+fn longest_multi_in(c: &Cluster, timeline: &[(Time, BTreeSet<String>)], from: Time) -> Duration {
     let mut longest = Duration::ZERO;
     let mut since: Option<Time> = None;
-    for (t, h) in &c.timeline {
+    for (t, h) in timeline {
         if h.len() > 1 {
             since.get_or_insert(*t);
         } else if let Some(s) = since.take() {
@@ -1363,4 +1409,222 @@ fn a_master_fenced_by_a_worse_peer_takes_it_back_within_an_interval() {
         "{}",
         c.dump()
     );
+}
+
+// ---- The local modes with a claim record (OpenStack VIP with a VIP port, Azure lb-probe) ----
+
+/// Longest interval without anyone holding the alias after `from`.
+fn longest_alias_gap_after(c: &Cluster, from: Time) -> Duration {
+    let mut longest = Duration::ZERO;
+    let mut empty_since: Option<Time> = None;
+    for (t, h) in &c.alias_timeline {
+        if h.is_empty() {
+            empty_since.get_or_insert(*t);
+        } else if let Some(s) = empty_since.take() {
+            if *t > from {
+                longest = longest.max(*t - s.max(from));
+            }
+        }
+    }
+    if let Some(s) = empty_since {
+        longest = longest.max(c.now - s.max(from));
+    }
+    longest
+}
+
+/// Two nodes in `mode` (both allowed in [`ClaimMode::Local`]), settled on lb1.
+fn local_pair(mode: ClaimMode) -> Cluster {
+    let mut c = Cluster::new(&[], ms(1000), 3);
+    c.claim = mode;
+    for (name, prio) in [("lb1", 10), ("lb2", 20)] {
+        c.add_node(name, prio, ms(1000), 3);
+    }
+    if mode == ClaimMode::Local {
+        c.holders.insert(
+            eip(),
+            ["lb1", "lb2"].iter().map(|s| s.to_string()).collect(),
+        );
+    }
+    c.run_for(ms(6000));
+    assert_eq!(c.alias_nodes(), vec!["lb1".to_string()], "{}", c.dump());
+    assert_eq!(
+        c.records[&eip()].holder,
+        "lb1",
+        "the master recorded its claim"
+    );
+    c
+}
+
+/// A two-node cluster in `mode`, settled on lb1, then a symmetric heartbeat partition with the
+/// API reachable for 70 s (two reconcile periods), then the heal. Returns the cluster and the
+/// times the partition started and healed.
+fn local_partition(mode: ClaimMode) -> (Cluster, Time, Time) {
+    let mut c = local_pair(mode);
+    let t0 = c.now;
+    cut_both(&mut c, 0, 1);
+    c.run_for(Duration::from_secs(70));
+    let t1 = c.now;
+    c.cut.clear();
+    c.run_for(ms(15000));
+    (c, t0, t1)
+}
+
+fn assert_partition_settled(c: &Cluster, t0: Time, t1: Time) {
+    let during: Vec<_> = c
+        .alias_timeline
+        .iter()
+        .filter(|(t, _)| *t > t0 && *t <= t1)
+        .map(|(_, h)| h.iter().cloned().collect::<Vec<_>>())
+        .collect();
+    // lb2 takes the address once it stops hearing lb1, lb1 reads lb2's newer claim an interval
+    // later and stands by: one ownership change, a short overlap, no fight, no gap.
+    assert_eq!(
+        during,
+        vec![vec!["lb1", "lb2"], vec!["lb2"]],
+        "one change during the partition\n{:?}\n{}",
+        c.alias_timeline,
+        c.dump()
+    );
+    let overlap = longest_multi_in(c, &c.alias_timeline, t0);
+    assert!(overlap <= ms(2000), "overlap {overlap:?}\n{}", c.dump());
+    assert_eq!(
+        longest_alias_gap_after(c, t0),
+        Duration::ZERO,
+        "{}",
+        c.dump()
+    );
+    // After the heal lb1 (better) takes it back once, with an overlap, and records it.
+    let after: Vec<_> = c
+        .alias_timeline
+        .iter()
+        .filter(|(t, _)| *t > t1)
+        .map(|(_, h)| h.iter().cloned().collect::<Vec<_>>())
+        .collect();
+    assert_eq!(
+        after,
+        vec![vec!["lb1", "lb2"], vec!["lb1"]],
+        "one change back after the heal\n{}",
+        c.dump()
+    );
+    assert_eq!(c.masters(), vec!["lb1".to_string()]);
+    assert_eq!(c.records[&eip()].holder, "lb1", "{}", c.dump());
+}
+
+#[test]
+fn local_mode_partition_stands_by_on_the_newer_record_instead_of_fencing_each_other() {
+    let (c, t0, t1) = local_partition(ClaimMode::Local);
+    assert_partition_settled(&c, t0, t1);
+    // lb2 fenced lb1 during the partition (lb1 never fenced lb2: it read lb2's claim first),
+    // and let it back once it heard it again.
+    assert_eq!(allowed(&c), vec!["lb1", "lb2"], "{}", c.dump());
+    let lb1_reasons: Vec<&str> = c.nodes[0]
+        .transitions
+        .iter()
+        .map(|t| t.3.as_str())
+        .collect();
+    assert!(
+        lb1_reasons
+            .iter()
+            .any(|r| r.contains("while we could not hear it")),
+        "{lb1_reasons:?}"
+    );
+}
+
+#[test]
+fn local_only_mode_partition_stands_by_on_the_newer_record() {
+    let (c, t0, t1) = local_partition(ClaimMode::LocalOnly);
+    assert_partition_settled(&c, t0, t1);
+}
+
+#[test]
+fn local_mode_kill_of_the_holder_records_the_successor_claim() {
+    for mode in [ClaimMode::Local, ClaimMode::LocalOnly] {
+        let mut c = Cluster::new(&[], ms(1000), 3);
+        c.claim = mode;
+        for (name, prio) in [("lb1", 10), ("lb2", 20), ("lb3", 30)] {
+            c.add_node(name, prio, ms(1000), 3);
+        }
+        if mode == ClaimMode::Local {
+            c.holders.insert(
+                eip(),
+                ["lb1", "lb2", "lb3"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            );
+        }
+        c.run_for(ms(6000));
+        let epoch = c.records[&eip()].epoch;
+        let t0 = c.now;
+        c.kill(0);
+        c.run_for(ms(3500));
+        // The survivors heard lb1's epoch: its record is no news, lb2 takes over after the
+        // dead period and records the next epoch.
+        assert_eq!(
+            c.alias_nodes(),
+            vec!["lb2".to_string()],
+            "{mode:?}\n{}",
+            c.dump()
+        );
+        c.run_for(ms(100));
+        assert_eq!(
+            c.records[&eip()],
+            Record {
+                epoch: epoch + 1,
+                holder: "lb2".into()
+            },
+            "{mode:?}"
+        );
+        assert!(longest_alias_gap_after(&c, t0) <= ms(3100), "{mode:?}");
+        c.run_for(Duration::from_secs(60));
+        assert_eq!(c.alias_nodes(), vec!["lb2".to_string()], "{mode:?}");
+        assert_eq!(c.records[&eip()].epoch, epoch + 1, "no churn: {mode:?}");
+    }
+}
+
+#[test]
+fn local_mode_master_announces_again_after_a_rival_master_yields() {
+    let mut c = local_pair(ClaimMode::Local);
+    assert_eq!(c.nodes[0].reannounces, 0);
+    // lb2 stops hearing lb1 long enough to take the address (lb1 still hears lb2).
+    c.cut.insert((0, 1));
+    c.run_for(ms(3600));
+    assert!(c.alias_nodes().contains(&"lb2".to_string()), "{}", c.dump());
+    c.cut.clear();
+    c.run_for(Duration::from_secs(40));
+    assert_eq!(c.alias_nodes(), vec!["lb1".to_string()], "{}", c.dump());
+    // The client may have followed lb2's gratuitous ARP: lb1 announces again once lb2 yields.
+    assert_eq!(c.nodes[0].reannounces, 1, "{}", c.dump());
+    // And the record names lb1 again (lb2's claim was newer).
+    assert_eq!(c.records[&eip()].holder, "lb1", "{}", c.dump());
+}
+
+#[test]
+fn local_mode_asymmetric_partition_settles_on_one_holder_without_a_gap() {
+    for mode in [ClaimMode::Local, ClaimMode::LocalOnly] {
+        let mut c = local_pair(mode);
+        let t0 = c.now;
+        // lb2 no longer hears lb1; lb1 still hears lb2.
+        c.cut.insert((0, 1));
+        c.run_for(Duration::from_secs(60));
+        // lb2 takes it (it hears nobody), lb1 hears that, records its claim again, and lb2 reads
+        // that newer claim by a node it cannot hear and stands by: the overlap lasts until
+        // lb2's next read (lb2 hears nobody: it reads every half isolation period).
+        assert_eq!(
+            c.alias_nodes(),
+            vec!["lb1".to_string()],
+            "{mode:?}\n{}",
+            c.dump()
+        );
+        assert_eq!(c.records[&eip()].holder, "lb1", "{mode:?}");
+        let overlap = longest_multi_in(&c, &c.alias_timeline, t0);
+        assert!(
+            overlap <= ms(6000),
+            "{mode:?}: overlap {overlap:?}\n{}",
+            c.dump()
+        );
+        assert_eq!(longest_alias_gap_after(&c, t0), Duration::ZERO, "{mode:?}");
+        let changes = c.alias_timeline.iter().filter(|(t, _)| *t > t0).count();
+        assert_eq!(changes, 2, "{mode:?}: {:?}", c.alias_timeline);
+    }
 }

@@ -388,6 +388,8 @@ mod openstack {
     const FIP_ID: &str = "8ea5e5c4-0000-4000-8000-000000000010";
     const FIP: &str = "203.0.113.10";
     const VIP: &str = "192.0.2.100";
+    /// The VIP's own port in `LabSeed` (no device, the VIP as its fixed IP).
+    const VIP_PORT: &str = "d1e2f3a4-0000-4000-8000-000000000100";
     const USER_TEXT: &str = "web front end (prod)";
 
     /// Three servers, the floating IP on lb3 with some user text in its description.
@@ -591,21 +593,121 @@ mod openstack {
         .await;
     }
 
+    /// The VIP port of `LabSeed` as `/_sim/state` shows it.
+    fn vip_port(sim: &SimHandle) -> Value {
+        let state = sim.state();
+        state["ports"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["id"] == VIP_PORT))
+            .cloned()
+            .unwrap_or_else(|| panic!("no VIP port in {state}"))
+    }
+
     #[tokio::test]
-    async fn vip_mode_has_no_record() {
+    async fn vip_claims_are_recorded_on_the_vip_port() {
         bounded(async {
             let sim = start(seed(""), Faults::default()).await;
             let lb1 = client(&sim, LB1, OpenStackMode::Vip);
-            assert_eq!(lb1.arbiter(), Arbiter::None);
-            let state = lb1.state(ip(VIP)).await.expect("state");
-            assert_eq!(state.holders, vec![id(LB1), id(LB2), id(LB3)]);
-            assert_eq!(state.record, None);
-            // A claim is an attach: nothing is recorded anywhere.
+            assert_eq!(lb1.arbiter(), Arbiter::CompareAndSwap);
+            let before = lb1.state(ip(VIP)).await.expect("state");
+            assert_eq!(before.holders, vec![id(LB1), id(LB2), id(LB3)]);
+            assert_eq!(before.record, None);
+            let revision = vip_port(&sim)["revision_number"].as_u64().unwrap();
+
             lb1.claim(ip(VIP), &record(1, LB1), None)
                 .await
                 .expect("claim");
-            assert_eq!(lb1.state(ip(VIP)).await.unwrap().record, None);
-            assert!(claims(&sim.timeline(), ip(VIP)).is_empty());
+            let after = lb1.state(ip(VIP)).await.expect("state");
+            // The list of allowed ports is a permission: every peer stays on it.
+            assert_eq!(after.holders, vec![id(LB1), id(LB2), id(LB3)]);
+            assert_eq!(after.record, Some(record(1, LB1)));
+            let shown = vip_port(&sim);
+            assert_eq!(shown["description"], format!("exoip:epoch=1,holder={LB1}"));
+            assert_eq!(shown["record"]["epoch"], 1);
+            assert_eq!(shown["record"]["holder"], LB1);
+            assert_eq!(shown["revision_number"], revision + 1, "one PUT");
+
+            let lb2 = client(&sim, LB2, OpenStackMode::Vip);
+            lb2.claim(ip(VIP), &record(2, LB2), Some(1))
+                .await
+                .expect("second claim");
+            assert_eq!(
+                vip_port(&sim)["description"],
+                format!("exoip:epoch=2,holder={LB2}"),
+                "the token is replaced, not repeated"
+            );
+            // A claim on a stale read changes nothing.
+            let revision = vip_port(&sim)["revision_number"].clone();
+            let events = sim.timeline().len();
+            let lb3 = client(&sim, LB3, OpenStackMode::Vip);
+            let e = kind(
+                lb3.claim(ip(VIP), &record(3, LB3), Some(1)).await,
+                "conflict",
+                "stale seen",
+            );
+            assert!(e.to_string().contains("epoch 2"), "{e}");
+            assert_eq!(vip_port(&sim)["revision_number"], revision);
+            assert_eq!(sim.timeline().len(), events);
+            assert_eq!(
+                lb3.state(ip(VIP)).await.unwrap().record,
+                Some(record(2, LB2))
+            );
+            let events = sim.timeline();
+            assert_eq!(
+                claims(&events, ip(VIP)),
+                vec![(1, LB1.to_string()), (2, LB2.to_string())]
+            );
+            let last = events.last().unwrap();
+            assert_eq!(last.event, HolderEvent::Claim);
+            assert_eq!(last.eip_id, VIP_PORT);
+            assert_eq!(last.holders, vec![id(LB1), id(LB2), id(LB3)]);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn of_two_concurrent_vip_claims_exactly_one_wins() {
+        bounded(async {
+            // Neutron takes a while to answer a write: both claims read the same revision.
+            let sim = start(
+                seed(""),
+                Faults {
+                    op_delay: Duration::from_millis(100),
+                    ..Faults::default()
+                },
+            )
+            .await;
+            let lb1 = Arc::new(client(&sim, LB1, OpenStackMode::Vip));
+            let lb2 = Arc::new(client(&sim, LB2, OpenStackMode::Vip));
+            // Tokens and the VIP port found beforehand: a claim is one GET, then the PUT.
+            for c in [&lb1, &lb2] {
+                c.state(ip(VIP)).await.expect("state");
+            }
+            let mut seen = None;
+            for round in 1..=3u64 {
+                let records = [record(round, LB1), record(round, LB2)];
+                let results = race(
+                    vec![
+                        (lb1.clone(), records[0].clone()),
+                        (lb2.clone(), records[1].clone()),
+                    ],
+                    ip(VIP),
+                    seen,
+                )
+                .await;
+                let what = format!("round {round}");
+                let won: Vec<usize> = (0..2).filter(|&i| results[i].is_ok()).collect();
+                assert_eq!(won.len(), 1, "{what}: {results:?}");
+                for r in results.iter().filter_map(|r| r.as_ref().err()) {
+                    assert_eq!(r.kind(), "conflict", "{what}: {r}");
+                }
+                let state = lb1.state(ip(VIP)).await.expect("state");
+                assert_eq!(state.record.as_ref(), Some(&records[won[0]]), "{what}");
+                let text = vip_port(&sim)["description"].as_str().unwrap().to_string();
+                assert_eq!(text.matches("exoip:").count(), 1, "{text}");
+                seen = Some(round);
+            }
+            assert_eq!(claims(&sim.timeline(), ip(VIP)).len(), 3);
         })
         .await;
     }
@@ -903,9 +1005,55 @@ mod azure {
     }
 
     #[tokio::test]
-    async fn lb_probe_mode_has_no_record() {
-        let sim = start(Faults::default()).await;
-        let lb1 = client(&sim, &vm(0), AzureMode::LbProbe);
-        assert_eq!(lb1.arbiter(), Arbiter::None);
+    async fn lb_probe_claims_tag_the_claimants_own_nic() {
+        bounded(async {
+            let sim = start(Faults::default()).await;
+            // The load balancer's frontend address, on no NIC.
+            let frontend = ip("203.0.113.20");
+            let (epoch_tag, holder_tag) = ("exoip-epoch-203.0.113.20", "exoip-holder-203.0.113.20");
+            let lb2 = client(&sim, &vm(1), AzureMode::LbProbe);
+            assert_eq!(lb2.arbiter(), Arbiter::WriteThenVerify);
+            assert_eq!(
+                lb2.state(frontend).await.expect("state"),
+                AddressState::default()
+            );
+
+            lb2.claim(frontend, &record(1, &vm(1)), None)
+                .await
+                .expect("claim");
+            let state = lb2.state(frontend).await.expect("state");
+            assert_eq!(state.record, Some(record(1, &vm(1))));
+            assert_eq!(state.holders, vec![id(&vm(1))], "the claimant");
+            assert_eq!(
+                nic(&sim, 1)["tags"],
+                json!({"exoip-group": "lab", epoch_tag: "1", holder_tag: vm(1)}),
+                "other tags survive"
+            );
+            let lb3 = client(&sim, &vm(2), AzureMode::LbProbe);
+            let etags: Vec<Value> = (0..4).map(|i| nic(&sim, i)["etag"].clone()).collect();
+            kind(
+                lb3.claim(frontend, &record(2, &vm(2)), None).await,
+                "conflict",
+                "stale seen",
+            );
+            let now: Vec<Value> = (0..4).map(|i| nic(&sim, i)["etag"].clone()).collect();
+            assert_eq!(now, etags, "no NIC was written");
+            lb3.claim(frontend, &record(2, &vm(2)), Some(1))
+                .await
+                .expect("second claim");
+            let state = lb2.state(frontend).await.expect("state");
+            assert_eq!(state.record, Some(record(2, &vm(2))));
+            assert_eq!(state.holders, vec![id(&vm(2))]);
+            assert_eq!(
+                nic(&sim, 1)["tags"][epoch_tag],
+                "1",
+                "the outdated record stays"
+            );
+            assert_eq!(
+                claims(&sim.timeline(), frontend),
+                vec![(1, vm(1)), (2, vm(2))]
+            );
+        })
+        .await;
     }
 }

@@ -1573,7 +1573,8 @@ mod azure {
         ] {
             assert_eq!(err.kind(), "invalid");
             assert!(
-                err.to_string().contains("lb-probe mode makes no ARM call"),
+                err.to_string()
+                    .contains("not available in Azure lb-probe mode"),
                 "{err}"
             );
         }

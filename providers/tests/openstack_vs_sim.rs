@@ -1,6 +1,6 @@
 //! Conformance of the OpenStack provider against the simulated Keystone + Neutron, through the
-//! `Provider` trait only, over HTTP on loopback, in floating-IP and in VIP mode
-//! (shared/clouds/openstack.md §1, §3, §4, §9).
+//! `Provider` trait only, over HTTP on loopback, in floating-IP and in VIP mode (with its claim
+//! record on the VIP port, `docs/arbiter.md`) (shared/clouds/openstack.md §1, §3, §4, §9).
 //!
 //! A small recording proxy sits between the two. The simulator builds its catalog from the
 //! `Host` header, so the client reaches Neutron through the proxy as well as Keystone, and the
@@ -36,7 +36,7 @@ use exoip_providers::sim::openstack::seed::{
 use exoip_providers::sim::{
     self, HolderEvent, LabSeed, OpenStackSeed, SimConfig, SimHandle, Trigger,
 };
-use exoip_providers::{Error, Instance, InstanceId, Provider, Secret};
+use exoip_providers::{Arbiter, ClaimRecord, Error, Instance, InstanceId, Provider, Secret};
 use serde_json::{json, Value};
 
 const PASSWORD: &str = "vs-sim-password-0123";
@@ -1347,6 +1347,381 @@ async fn vip_412_from_a_concurrent_writer_is_retried_on_the_new_state() {
             ]
         );
         assert_eq!(lab.holders(VIP), vec![LB1, LB3]);
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// VIP mode: the claim record on the VIP port
+
+/// Text an operator keeps in the VIP port's description.
+const VIP_TEXT: &str = "keepalived VIP (prod)";
+
+fn record(epoch: u64, holder: &str) -> ClaimRecord {
+    ClaimRecord {
+        epoch,
+        holder: id(holder),
+    }
+}
+
+/// One Neutron request straight to the simulator (not through the proxy, nor with the client
+/// under test), as another actor would send it: `(status, body)`.
+async fn sim_neutron(
+    api: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://{api}");
+    let auth = json!({"auth": {
+        "identity": {"methods": ["password"], "password": {"user": {
+            "name": "demo", "domain": {"id": "default"}, "password": PASSWORD}}},
+        "scope": {"project": {"name": "demo", "domain": {"id": "default"}}}}});
+    let response = http
+        .post(format!("{base}/identity/v3/auth/tokens"))
+        .json(&auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let token = response.headers()["x-subject-token"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut request = http
+        .request(
+            method.parse().unwrap(),
+            format!("{base}/network/v2.0{path}"),
+        )
+        .header("X-Auth-Token", token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Sets the VIP port's description as an operator (or another claimant) would.
+async fn set_vip_description(api: SocketAddr, text: &str) {
+    let body = json!({"port": {"description": text}});
+    let (status, answer) = sim_neutron(api, "PUT", &format!("/ports/{VIP_PORT}"), Some(body)).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// The VIP port's description, read straight from the simulator.
+async fn vip_description(lab: &Lab) -> String {
+    lab.raw_port(VIP_PORT).await["description"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The timeline's `claim` events for the VIP: (epoch, claimant, eip_id).
+fn vip_claims(sim: &SimHandle) -> Vec<(u64, String, String)> {
+    sim.timeline()
+        .into_iter()
+        .filter(|e| e.ip == ip(VIP) && e.event == HolderEvent::Claim)
+        .map(|e| (e.epoch.unwrap(), e.instance.0, e.eip_id))
+        .collect()
+}
+
+#[tokio::test]
+async fn vip_claim_records_on_the_vip_port_then_allows_the_claimant() {
+    bounded(async {
+        let lab = Lab::default().await;
+        set_vip_description(lab.sim.api_addr(), VIP_TEXT).await;
+        let lb3 = lab.client_with(OpenStackMode::Vip, |s| s.server_id = Some(id(LB3)));
+        assert_eq!(lb3.arbiter(), Arbiter::CompareAndSwap);
+        let before = lb3.state(ip(VIP)).await.expect("state");
+        assert_eq!(ids(&before.holders), vec![LB1, LB2]);
+        assert_eq!(before.record, None, "text without a token is no record");
+        let revision = lab.port_revision(VIP_PORT);
+        lab.clear_log();
+
+        lb3.claim(ip(VIP), &record(1, LB3), None)
+            .await
+            .expect("claim");
+        // The record first, with If-Match on the revision read and nothing but the
+        // description; then lb3's port is allowed.
+        let puts = lab.requests("PUT", "/ports/");
+        let targets: Vec<&str> = puts.iter().map(|p| p.target.as_str()).collect();
+        assert_eq!(
+            targets,
+            vec![
+                format!("/network/v2.0/ports/{VIP_PORT}"),
+                format!("/network/v2.0/ports/{PORT3}")
+            ],
+            "{}",
+            lines(&lab.log())
+        );
+        assert_eq!(
+            puts[0].if_match.as_deref(),
+            Some(format!("revision_number={revision}").as_str())
+        );
+        let token = format!("exoip:epoch=1,holder={LB3}");
+        assert_eq!(
+            puts[0].body,
+            json!({"port": {"description": format!("{VIP_TEXT} {token}")}})
+        );
+        assert_eq!(lab.port_revision(VIP_PORT), revision + 1);
+        assert_eq!(vip_description(&lab).await, format!("{VIP_TEXT} {token}"));
+        let after = lb3.state(ip(VIP)).await.expect("state");
+        assert_eq!(ids(&after.holders), vec![LB1, LB2, LB3]);
+        assert_eq!(after.record, Some(record(1, LB3)));
+        // On the timeline: the claim (on the VIP port), then the port allowed.
+        assert_eq!(
+            changes(&lab.sim, VIP),
+            vec![
+                Change {
+                    event: HolderEvent::Claim,
+                    instance: LB3.into(),
+                    forced: false
+                },
+                attached(LB3)
+            ]
+        );
+        assert_eq!(
+            vip_claims(&lab.sim),
+            vec![(1, LB3.to_string(), VIP_PORT.to_string())]
+        );
+
+        // lb1 takes over: its port is allowed already, so the record is the only write.
+        let lb1 = lab.client(OpenStackMode::Vip);
+        lab.clear_log();
+        lb1.claim(ip(VIP), &record(2, LB1), Some(1))
+            .await
+            .expect("second claim");
+        let puts = lab.requests("PUT", "/ports/");
+        assert_eq!(puts.len(), 1, "{}", lines(&lab.log()));
+        assert_eq!(
+            vip_description(&lab).await,
+            format!("{VIP_TEXT} exoip:epoch=2,holder={LB1}"),
+            "the token is replaced, the text stays"
+        );
+        assert_eq!(
+            lb3.state(ip(VIP)).await.unwrap().record,
+            Some(record(2, LB1))
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn vip_claim_on_a_stale_seen_writes_nothing() {
+    bounded(async {
+        let lab = Lab::default().await;
+        let lb1 = lab.client(OpenStackMode::Vip);
+        lb1.claim(ip(VIP), &record(4, LB1), None)
+            .await
+            .expect("claim");
+        let revision = lab.port_revision(VIP_PORT);
+        let events = lab.sim.timeline().len();
+        let lb3 = lab.client_with(OpenStackMode::Vip, |s| s.server_id = Some(id(LB3)));
+        lab.clear_log();
+        for seen in [None, Some(3)] {
+            let e = assert_kind(
+                lb3.claim(ip(VIP), &record(5, LB3), seen).await,
+                "conflict",
+                "stale seen",
+            );
+            assert!(e.to_string().contains("epoch 4"), "{e}");
+        }
+        // An epoch that does not grow is refused before anything is sent.
+        let before = lab.log().len();
+        assert_kind(
+            lb3.claim(ip(VIP), &record(4, LB3), Some(4)).await,
+            "invalid",
+            "epoch not above seen",
+        );
+        assert_eq!(lab.log().len(), before);
+        assert!(
+            lab.requests("PUT", "/ports/").is_empty(),
+            "{}",
+            lines(&lab.log())
+        );
+        assert_eq!(lab.port_revision(VIP_PORT), revision, "no PUT");
+        assert_eq!(lab.sim.timeline().len(), events);
+        assert!(!lab.holders(VIP).contains(&LB3.to_string()));
+        let state = lb3.state(ip(VIP)).await.unwrap();
+        assert_eq!(state.record, Some(record(4, LB1)));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_malformed_vip_record_reads_as_none_and_is_overwritten() {
+    bounded(async {
+        let lab = Lab::default().await;
+        // Edited by hand: no number, and a holder that is not an id.
+        let edited = format!("{VIP_TEXT} exoip:epoch=seven,holder={LB2} (do not touch)");
+        set_vip_description(lab.sim.api_addr(), &edited).await;
+        let also = "exoip:epoch=3,holder=../etc";
+        set_vip_description(lab.sim.api_addr(), also).await;
+        assert!(vip_claims(&lab.sim).is_empty(), "no record, no claim event");
+        let lb1 = lab.client(OpenStackMode::Vip);
+        assert_eq!(lb1.state(ip(VIP)).await.unwrap().record, None);
+        set_vip_description(lab.sim.api_addr(), &edited).await;
+        assert_eq!(lb1.state(ip(VIP)).await.unwrap().record, None);
+
+        lb1.claim(ip(VIP), &record(1, LB1), None)
+            .await
+            .expect("claim over a malformed record");
+        assert_eq!(
+            vip_description(&lab).await,
+            format!("{VIP_TEXT} exoip:epoch=1,holder={LB1} (do not touch)"),
+            "the malformed token is replaced in place"
+        );
+        assert_eq!(
+            lb1.state(ip(VIP)).await.unwrap().record,
+            Some(record(1, LB1))
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_vip_description_with_no_room_for_the_record_is_invalid() {
+    bounded(async {
+        let lab = Lab::default().await;
+        let long = "d".repeat(240);
+        set_vip_description(lab.sim.api_addr(), &long).await;
+        let lb3 = lab.client_with(OpenStackMode::Vip, |s| s.server_id = Some(id(LB3)));
+        lab.clear_log();
+        let e = assert_kind(
+            lb3.claim(ip(VIP), &record(1, LB3), None).await,
+            "invalid",
+            "no room",
+        );
+        assert!(e.to_string().contains(VIP_PORT), "{e}");
+        assert!(e.to_string().contains("255"), "{e}");
+        assert!(lab.requests("PUT", "/ports/").is_empty());
+        assert_eq!(vip_description(&lab).await, long);
+        assert!(!lab.holders(VIP).contains(&LB3.to_string()));
+    })
+    .await;
+}
+
+// A concurrent writer between the read and the write needs a second worker: the proxy's hook
+// waits for that write while the simulator serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vip_claim_that_loses_the_race_is_a_conflict_and_allows_nothing() {
+    bounded(async {
+        let lab = Lab::default().await;
+        let lb3 = lab.client_with(OpenStackMode::Vip, |s| s.server_id = Some(id(LB3)));
+        lb3.state(ip(VIP)).await.expect("state");
+        // lb2 claims between lb3's read of the VIP port and lb3's PUT.
+        let api = lab.sim.api_addr();
+        let rival = format!("exoip:epoch=1,holder={LB2}");
+        let written = rival.clone();
+        lab.before("PUT", &format!("/ports/{VIP_PORT}"), move || {
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(set_vip_description(api, &written))
+            })
+        });
+        lab.clear_log();
+        let e = assert_kind(
+            lb3.claim(ip(VIP), &record(1, LB3), None).await,
+            "conflict",
+            "lost race",
+        );
+        assert!(e.to_string().contains("412"), "{e}");
+        let puts = lab.requests("PUT", "/ports/");
+        let statuses: Vec<_> = puts.iter().map(|p| (p.target.as_str(), p.status)).collect();
+        assert_eq!(
+            statuses,
+            vec![(
+                format!("/network/v2.0/ports/{VIP_PORT}").as_str(),
+                Some(412)
+            )],
+            "no second write, and lb3's port is not allowed: {}",
+            lines(&lab.log())
+        );
+        assert_eq!(vip_description(&lab).await, rival);
+        assert_eq!(lab.holders(VIP), vec![LB1, LB2]);
+        let state = lb3.state(ip(VIP)).await.unwrap();
+        assert_eq!(state.record, Some(record(1, LB2)));
+        assert_eq!(
+            vip_claims(&lab.sim),
+            vec![(1, LB2.to_string(), VIP_PORT.to_string())]
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_lost_answer_to_the_vip_record_write_is_our_own_claim() {
+    bounded(async {
+        let lab = Lab::default().await;
+        let lb3 = lab.client_with(OpenStackMode::Vip, |s| s.server_id = Some(id(LB3)));
+        lb3.state(ip(VIP)).await.expect("state");
+        lab.sim
+            .update_faults(|f| f.response_lost = Trigger::count(1).mutations_only())
+            .unwrap();
+        lab.clear_log();
+        lb3.claim(ip(VIP), &record(1, LB3), None)
+            .await
+            .expect("the claim in force is ours");
+        let puts: Vec<_> = lab
+            .requests("PUT", "/ports/")
+            .into_iter()
+            .map(|p| (p.target, p.status))
+            .collect();
+        let vip_port = format!("/network/v2.0/ports/{VIP_PORT}");
+        assert_eq!(
+            puts,
+            vec![
+                (vip_port.clone(), None),
+                (vip_port, Some(412)),
+                (format!("/network/v2.0/ports/{PORT3}"), Some(200))
+            ],
+            "{}",
+            lines(&lab.log())
+        );
+        let state = lb3.state(ip(VIP)).await.unwrap();
+        assert_eq!(state.record, Some(record(1, LB3)));
+        assert!(lab.holders(VIP).contains(&LB3.to_string()));
+        assert_eq!(vip_claims(&lab.sim).len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn without_a_vip_port_there_is_no_record_and_a_claim_allows_the_port() {
+    bounded(async {
+        let mut seed = seed();
+        seed.ports.retain(|p| p.id != VIP_PORT);
+        seed.validate().expect("valid seed");
+        let lab = Lab::start(seed).await;
+        let lb3 = lab.client_with(OpenStackMode::Vip, |s| s.server_id = Some(id(LB3)));
+        assert_eq!(lb3.arbiter(), Arbiter::CompareAndSwap);
+        let state = lb3.state(ip(VIP)).await.expect("state");
+        assert_eq!(ids(&state.holders), vec![LB1, LB2]);
+        assert_eq!(state.record, None);
+        lab.clear_log();
+        // Whatever `seen` says: there is no record to compare it with.
+        lb3.claim(ip(VIP), &record(5, LB3), Some(4))
+            .await
+            .expect("claim");
+        let puts = lab.requests("PUT", "/ports/");
+        assert_eq!(puts.len(), 1, "{}", lines(&lab.log()));
+        assert_eq!(puts[0].target, format!("/network/v2.0/ports/{PORT3}"));
+        assert_eq!(lab.holders(VIP), vec![LB1, LB2, LB3]);
+        let state = lb3.state(ip(VIP)).await.expect("state");
+        assert_eq!(state.record, None);
+        assert!(vip_claims(&lab.sim).is_empty());
+        // Also with --vip-port naming a port that does not hold the VIP (lb1's).
+        let lb2 = lab.client_with(OpenStackMode::Vip, |s| {
+            s.server_id = Some(id(LB2));
+            s.vip_port = Some(PORT1.into());
+        });
+        assert_eq!(lb2.state(ip(VIP)).await.unwrap().record, None);
+        lb2.claim(ip(VIP), &record(6, LB2), None)
+            .await
+            .expect("claim");
+        assert!(vip_claims(&lab.sim).is_empty());
+        assert_eq!(lab.raw_port(PORT1).await["description"], "");
     })
     .await;
 }

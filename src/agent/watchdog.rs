@@ -332,6 +332,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         backoff_max: Duration::from_secs(10).min(cfg.reconcile_interval),
         jitter_seed: rand::random(),
         claim: cfg.claim,
+        records: provider.arbiter() != exoip_providers::Arbiter::None,
         isolation_release_after: cfg.isolation_release_after,
     };
     let core = Core::new(params, &cfg.addresses, Time::ZERO);
@@ -566,6 +567,10 @@ impl Driver {
             } => self.on_transition(ip, from, to, reason, peer),
             Action::Reasserted(ip) => {
                 debug!("{ip}: reconcile confirmed we hold it");
+                if let Some(h) = &self.hold {
+                    // Neighbours' caches may have expired or followed someone else meanwhile.
+                    h.announce_again(ip, Duration::ZERO).await;
+                }
                 self.notify(
                     ip,
                     hooks::State::Master,
@@ -573,6 +578,13 @@ impl Driver {
                     None,
                     true,
                 );
+            }
+            Action::Reannounce(ip) => {
+                if let Some(h) = &self.hold {
+                    debug!("{ip}: a peer that announced it too stopped: announcing it again");
+                    let after = crate::announce::DEFAULT_GAP * crate::announce::DEFAULT_COUNT;
+                    h.announce_again(ip, after).await;
+                }
             }
             Action::CallFailed {
                 ip,

@@ -6,7 +6,8 @@
 //! * **secondary-ip**: a secondary ipConfiguration (private address, and its public IP if any)
 //!   is removed from the holder's NIC and recreated on ours;
 //! * **lb-probe**: a load balancer with floating IP sends traffic to whoever answers its health
-//!   probe; the agent only opens or closes the probe listener, so no ARM call is made at failover.
+//!   probe; the agent only opens or closes the probe listener, so no ARM call is made at failover
+//!   (the claim record is written afterwards, off the critical path).
 //!
 //! A move is always two whole-NIC PUTs, detach first, each with `If-Match` and each waited for
 //! through its `Azure-AsyncOperation` on our own fast schedule. The NIC bodies stay JSON values
@@ -16,7 +17,11 @@
 //! of the read that checked the record before ([`Arbiter::CompareAndSwap`]): in public-ip mode
 //! `exoip-epoch`/`exoip-holder` on the public IP, in a whole-resource PUT of it before the
 //! address moves; in secondary-ip mode `exoip-epoch-<ip>`/`exoip-holder-<ip>` on the NIC that
-//! takes the ipConfiguration, in the PUT that adds it. lb-probe mode has none.
+//! takes the ipConfiguration, in the PUT that adds it. lb-probe mode has no resource that stands
+//! for the holder (the load balancer follows the probe, and its backends are all equal), so each
+//! claimant writes the same `exoip-epoch-<ip>`/`exoip-holder-<ip>` tags on its own primary NIC
+//! and the newest record over all NICs is the one in force (`newest_nic_record`); a re-read
+//! after the write tells a lost race ([`Arbiter::WriteThenVerify`]).
 
 pub mod arm;
 mod auth;
@@ -83,6 +88,36 @@ fn pip_record(pip: &Value) -> Option<ClaimRecord> {
     record_from_tags(tag(pip, EPOCH_TAG), tag(pip, HOLDER_TAG))
 }
 
+/// The record in force among the records found on NICs, each with the VM of the NIC carrying
+/// it: the greatest epoch; of equal epochs (two claims made at once), the holder whose name is
+/// the smaller case-insensitively, so that every reader picks the same one. A record counts only
+/// on a NIC of the VM it names: a tag copied onto another VM's NIC (a cloned NIC, a hand edit)
+/// is no claim of that VM.
+pub(crate) fn newest_nic_record<'a>(
+    found: impl IntoIterator<Item = (Option<&'a str>, Option<ClaimRecord>)>,
+) -> Option<ClaimRecord> {
+    found
+        .into_iter()
+        .filter_map(|(vm, record)| {
+            let record = record?;
+            vm.is_some_and(|vm| vm.eq_ignore_ascii_case(&record.holder.0))
+                .then_some(record)
+        })
+        .max_by(|a, b| {
+            a.epoch
+                .cmp(&b.epoch)
+                // Reversed: the smaller name is the newer record. The exact spelling last, so
+                // that even names equal but for case order the same way for everyone.
+                .then_with(|| {
+                    b.holder
+                        .0
+                        .to_ascii_lowercase()
+                        .cmp(&a.holder.0.to_ascii_lowercase())
+                })
+                .then_with(|| b.holder.0.cmp(&a.holder.0))
+        })
+}
+
 /// The tags a claim writes.
 fn record_tags(keys: (String, String), record: &ClaimRecord) -> [(String, String); 2] {
     [
@@ -107,6 +142,9 @@ fn check_seen(ip: IpAddr, found: Option<&ClaimRecord>, seen: Option<u64>) -> Res
 const MAX_PAGES: usize = 100;
 /// A flaky poll is not a failed operation; this many in a row are.
 const POLL_MAX_ERRORS: u32 = 5;
+/// lb-probe mode: times a claim checks the record and writes it, when its PUT meets a NIC that
+/// changed since it was listed (412: someone edited it meanwhile). Then it is a conflict.
+const LB_PROBE_CLAIM_ATTEMPTS: u32 = 3;
 
 /// How the address floats (see the module documentation).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -1538,14 +1576,26 @@ impl Azure {
 
     /// Secondary-ip mode's claim record: the tags of the NIC holding the ipConfiguration (a
     /// NIC that lost it keeps stale tags, which are ignored); when no NIC holds it, the newest
-    /// record on any NIC (the last holder keeps its tags after a release).
+    /// record on any NIC (the last holder keeps its tags after a release), as in lb-probe mode.
     fn secondary_record(nics: &[Value], ip: IpAddr) -> Option<ClaimRecord> {
-        let (epoch, holder) = secondary_record_tags(ip);
-        let read = |nic: &Value| record_from_tags(tag(nic, &epoch), tag(nic, &holder));
         match Self::secondary_holders(nics, ip).first() {
-            Some((nic, _)) => read(nic),
-            None => nics.iter().filter_map(read).max_by_key(|r| r.epoch),
+            Some((nic, _)) => Self::nic_record(nic, ip),
+            None => Self::newest_record(nics, ip),
         }
+    }
+
+    /// The record of `ip` in a NIC's tags (`exoip-epoch-<ip>`, `exoip-holder-<ip>`).
+    fn nic_record(nic: &Value, ip: IpAddr) -> Option<ClaimRecord> {
+        let (epoch, holder) = secondary_record_tags(ip);
+        record_from_tags(tag(nic, &epoch), tag(nic, &holder))
+    }
+
+    /// The newest record of `ip` over all NICs ([`newest_nic_record`]).
+    fn newest_record(nics: &[Value], ip: IpAddr) -> Option<ClaimRecord> {
+        newest_nic_record(
+            nics.iter()
+                .map(|nic| (nic_vm(nic), Self::nic_record(nic, ip))),
+        )
     }
 
     /// The holders and the claim record, from one list of the NICs.
@@ -1690,8 +1740,7 @@ impl Azure {
         let (nic, _) = self
             .get(self.id_url(&own_nic)?, self.read_deadline())
             .await?;
-        let (epoch_key, holder_key) = secondary_record_tags(ip);
-        let written = record_from_tags(tag(&nic, &epoch_key), tag(&nic, &holder_key));
+        let written = Self::nic_record(&nic, ip);
         if written.as_ref() == Some(record) {
             Ok(())
         } else {
@@ -1893,9 +1942,103 @@ impl Azure {
         .await
     }
 
+    // ----- lb-probe mode ----------------------------------------------------------------
+
+    /// The claim record and, as the holder, its claimant alone: the agent cannot see which
+    /// backends answer the probe, and the last claimant is the one that may hold the address.
+    /// From one list of the NICs.
+    async fn lb_probe_state(&self, ip: IpAddr) -> Result<AddressState> {
+        let ctx = self.context().await?;
+        let nics = self.list_nics(ctx, self.read_deadline()).await?;
+        let record = Self::newest_record(&nics, ip);
+        Ok(AddressState {
+            holders: record.iter().map(|r| r.holder.clone()).collect(),
+            record,
+        })
+    }
+
+    /// lb-probe mode's claim, write-then-verify: the record in force (the newest over all
+    /// NICs, one list) must be `seen`; the record's tags go on this VM's primary NIC in a PUT
+    /// with `If-Match` on its etag from that list, waited for (412: the NIC changed meanwhile,
+    /// so the whole check runs again, a few times at most); then a second list must show
+    /// exactly this record in force, else a concurrent claim won (our tags stay, outdated).
+    /// The node already answers the probe: none of this is on the failover's path.
+    async fn claim_lb_probe_record(
+        &self,
+        ip: IpAddr,
+        record: &ClaimRecord,
+        seen: Option<u64>,
+    ) -> Result<()> {
+        let ctx = self.context().await?;
+        if !record.holder.0.eq_ignore_ascii_case(&ctx.vm_name) {
+            return Err(Error::Invalid(format!(
+                "Azure lb-probe mode records a claim of {ip} on the claimant's own network interface: VM {} cannot claim it for {}",
+                ctx.vm_name, record.holder
+            )));
+        }
+        let _one_move = self.moves.lock().await;
+        let deadline = Instant::now() + self.operation_timeout;
+        let tags = record_tags(secondary_record_tags(ip), record);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let nics = self.list_nics(ctx, deadline).await?;
+            let found = Self::newest_record(&nics, ip);
+            if attempt > 1 && found.as_ref() == Some(record) {
+                // Our PUT went through and only its answer was lost (the retry then met the
+                // new etag): the record is written.
+                tracing::debug!(%ip, "conflict, but the claim record in force is ours");
+                break;
+            }
+            check_seen(ip, found.as_ref(), seen)?;
+            let own = self.require_nics(ctx, &nics, &ctx.vm_name)?;
+            let nic_id = nic_id(own[0])?;
+            let mut body = arm::put_body(own[0])?;
+            arm::set_tags(&mut body, &tags)?;
+            let what = format!(
+                "recording the claim of {ip} (epoch {}) on {}",
+                record.epoch,
+                last_segment(&nic_id)
+            );
+            match self
+                .put_nic(
+                    &nic_id,
+                    &body,
+                    etag(&HeaderMap::new(), own[0]).as_deref(),
+                    deadline,
+                    &what,
+                )
+                .await
+            {
+                Ok(PutOutcome::Done) => break,
+                Ok(PutOutcome::InUse(e)) => return Err(e),
+                Err(e @ Error::Conflict(_)) if attempt < LB_PROBE_CLAIM_ATTEMPTS => {
+                    tracing::debug!(%ip, attempt, error = %e, "the network interface changed since it was listed, checking again");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let nics = self.list_nics(ctx, self.read_deadline()).await?;
+        let found = Self::newest_record(&nics, ip);
+        if found.as_ref() == Some(record) {
+            Ok(())
+        } else {
+            Err(Error::Conflict(format!(
+                "after recording the claim of {ip} with epoch {}, the record in force is {}: a concurrent claim won",
+                record.epoch,
+                describe(found.as_ref())
+            )))
+        }
+    }
+
+    /// What lb-probe mode refuses: `holders`, `attach` and `detach`, which the agent never
+    /// calls there. The load balancer sends the traffic to whichever VM answers its health
+    /// probe, so there is nothing to attach or detach, and ARM cannot tell who answers; the
+    /// claim record (`state`, `claim`) is the only ARM call, made after the node already
+    /// answers the probe.
     fn lb_probe_refusal(&self, call: &str) -> Error {
         Error::Invalid(format!(
-            "{call}: Azure lb-probe mode makes no ARM call at failover (the load balancer follows the health probe)"
+            "{call}: not available in Azure lb-probe mode, where the load balancer follows the health probe (nothing to attach or detach; only the claim record is kept in ARM)"
         ))
     }
 }
@@ -1999,12 +2142,15 @@ impl Provider for Azure {
         }
     }
 
-    /// public-ip and secondary-ip: tags written with `If-Match`. lb-probe: none (no ARM call
-    /// at failover; the load balancer follows whoever answers its probe).
+    /// public-ip and secondary-ip: compare-and-swap, tags written with `If-Match` on the etag
+    /// of the read that checked the record, in the writes that move the address. lb-probe:
+    /// write-then-verify, tags on the claimant's own NIC (`If-Match` on it guards only that
+    /// NIC, not the other claimants' NICs, so two claims can both be written and the re-read
+    /// decides); no ARM call at failover, the record follows.
     fn arbiter(&self) -> Arbiter {
         match self.mode {
             AzureMode::PublicIp | AzureMode::SecondaryIp => Arbiter::CompareAndSwap,
-            AzureMode::LbProbe => Arbiter::None,
+            AzureMode::LbProbe => Arbiter::WriteThenVerify,
         }
     }
 
@@ -2012,19 +2158,17 @@ impl Provider for Azure {
         match self.mode {
             AzureMode::PublicIp => self.public_ip_state(ip).await,
             AzureMode::SecondaryIp => self.secondary_ip_state(ip).await,
-            AzureMode::LbProbe => Err(self.lb_probe_refusal("state")),
+            AzureMode::LbProbe => self.lb_probe_state(ip).await,
         }
     }
 
     async fn claim(&self, ip: IpAddr, record: &ClaimRecord, seen: Option<u64>) -> Result<()> {
         arm::check_name("VM name", &record.holder.0)?;
-        if self.mode != AzureMode::LbProbe {
-            check_claim_epoch(ip, record, seen)?;
-        }
+        check_claim_epoch(ip, record, seen)?;
         match self.mode {
             AzureMode::PublicIp => self.claim_public_ip_record(ip, record, seen).await,
             AzureMode::SecondaryIp => self.claim_secondary_ip_record(ip, record, seen).await,
-            AzureMode::LbProbe => Err(self.lb_probe_refusal("claim")),
+            AzureMode::LbProbe => self.claim_lb_probe_record(ip, record, seen).await,
         }
     }
 }

@@ -529,3 +529,752 @@ fn secondary_records_come_from_the_holder_else_the_newest() {
     assert_eq!(Azure::secondary_record(&nics, ip), rec(5, "b"));
     assert!(Azure::secondary_vms(&nics, ip).is_empty());
 }
+
+#[test]
+fn the_newest_nic_record_is_the_same_whatever_the_order() {
+    let rec = |epoch, vm: &str| {
+        Some(ClaimRecord {
+            epoch,
+            holder: InstanceId(vm.into()),
+        })
+    };
+    let found = [
+        (Some("lb1"), rec(4, "lb1")),
+        (Some("lb3"), rec(5, "lb3")),
+        (Some("LB2"), rec(5, "lb2")),
+        // Copied onto another VM's NIC: no claim of lb0's.
+        (Some("lb4"), rec(9, "lb0")),
+        (None, rec(9, "lb0")),
+        (Some("lb5"), None),
+    ];
+    // Every order of the NICs gives the same record: epoch 5, the smaller name.
+    for start in 0..found.len() {
+        for reversed in [false, true] {
+            let mut order = found.to_vec();
+            order.rotate_left(start);
+            if reversed {
+                order.reverse();
+            }
+            assert_eq!(
+                newest_nic_record(order),
+                rec(5, "lb2"),
+                "start {start}, reversed {reversed}"
+            );
+        }
+    }
+    // Names equal but for case: the exact spelling decides, the same for everyone.
+    for order in [
+        [(Some("lb2"), rec(5, "lb2")), (Some("lb2"), rec(5, "LB2"))],
+        [(Some("lb2"), rec(5, "LB2")), (Some("lb2"), rec(5, "lb2"))],
+    ] {
+        assert_eq!(newest_nic_record(order), rec(5, "LB2"));
+    }
+    assert_eq!(newest_nic_record(Vec::new()), None);
+    assert_eq!(newest_nic_record([(Some("lb1"), rec(1, "lb2"))]), None);
+}
+
+/// lb-probe mode against the simulated Azure: the claim record in the claimants' NIC tags.
+/// The simulator's ARM router is served behind a spy that logs every request (method, path,
+/// `If-Match`, body) and can let another writer edit NIC tags (`PATCH`, UpdateTags) just
+/// before a chosen request is served, to make the races deterministic.
+mod lb_probe {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::extract::{Request, State};
+    use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, IF_MATCH};
+    use axum::http::HeaderValue as AxumHeaderValue;
+    use axum::middleware::{self, Next};
+    use axum::response::Response;
+    use serde_json::{json, Value};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::sim::azure::{lab, lock, AzureLabSeed, AzureSim};
+    use crate::sim::{Faults, HolderEvent, Trigger};
+
+    /// The load balancer's frontend address (it is on no NIC).
+    const FRONTEND: &str = "203.0.113.20";
+    const LAB_SECRET: &str = "lb-probe-test-secret";
+    /// Bound of every test.
+    const LIMIT: Duration = Duration::from_secs(30);
+
+    /// A request as the simulated ARM received it.
+    #[derive(Clone, Debug)]
+    struct Seen {
+        method: String,
+        path: String,
+        /// A list's next page (`$skiptoken`), not a new read.
+        next_page: bool,
+        if_match: Option<String>,
+        body: Option<Value>,
+    }
+
+    /// Another writer's tag edits, each `(NIC, tags added to its current ones)`, made just
+    /// before a request matching `method` and `path_suffix` is served: after `skip` matching
+    /// requests, for the next `times` ones. A list's next pages do not count.
+    struct Hook {
+        method: &'static str,
+        path_suffix: String,
+        skip: usize,
+        times: usize,
+        edits: Vec<(String, Vec<(String, String)>)>,
+    }
+
+    #[derive(Default)]
+    struct Spy {
+        log: Mutex<Vec<Seen>>,
+        hooks: Mutex<Vec<Hook>>,
+        /// Edits that ARM refused: the test must fail.
+        failures: Mutex<Vec<String>>,
+    }
+
+    struct Lab {
+        sim: Arc<AzureSim>,
+        spy: Arc<Spy>,
+        url: String,
+        server: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for Lab {
+        fn drop(&mut self) {
+            self.server.abort();
+            self.sim.shutdown();
+        }
+    }
+
+    fn ip() -> IpAddr {
+        FRONTEND.parse().unwrap()
+    }
+
+    fn vm(i: usize) -> String {
+        lab::vm_name(i)
+    }
+
+    fn rec(epoch: u64, holder: &str) -> ClaimRecord {
+        ClaimRecord {
+            epoch,
+            holder: InstanceId(holder.into()),
+        }
+    }
+
+    fn keys() -> (String, String) {
+        secondary_record_tags(ip())
+    }
+
+    /// `(NIC, tags)` of a record written by another writer.
+    fn record_edit(nic: usize, epoch: &str, holder: &str) -> (String, Vec<(String, String)>) {
+        let (e, h) = keys();
+        (
+            lab::nic_name(nic),
+            vec![(e, epoch.into()), (h, holder.into())],
+        )
+    }
+
+    fn pools() -> Value {
+        json!([{"id": format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/loadBalancers/lb-exoip/backendAddressPools/backends",
+            lab::SUBSCRIPTION_ID, lab::RESOURCE_GROUP
+        )}])
+    }
+
+    fn nic_url(nic: &str) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/networkInterfaces/{nic}?api-version={DEFAULT_API_VERSION}",
+            lab::SUBSCRIPTION_ID,
+            lab::RESOURCE_GROUP
+        )
+    }
+
+    /// Four VMs, every NIC in the load balancer's backend pool, no public IP or secondary
+    /// address; `records`: `(NIC, epoch tag, holder tag)` already there.
+    async fn start(records: &[(usize, &str, &str)], faults: Faults) -> Lab {
+        let mut seed = AzureLabSeed {
+            hosts: 4,
+            public_ip_on: None,
+            secondary_on: None,
+            client_secret: Secret::new(LAB_SECRET),
+            ..AzureLabSeed::default()
+        }
+        .build()
+        .expect("valid seed");
+        let (epoch_key, holder_key) = keys();
+        for (i, epoch, holder) in records {
+            let tags = &mut seed.vms[*i].nics[0].tags;
+            tags.insert(epoch_key.clone(), epoch.to_string());
+            tags.insert(holder_key.clone(), holder.to_string());
+        }
+        let sim = AzureSim::new(&seed, faults, None, None).expect("the simulator starts");
+        {
+            // Set up outside the agent, as the load balancer's backend pool.
+            let mut world = lock(&sim.world);
+            for nic in world.nics.iter_mut() {
+                for spec in [&mut nic.spec, &mut nic.applied] {
+                    spec.ip_configs[0]
+                        .extra
+                        .insert("loadBalancerBackendAddressPools".into(), pools());
+                }
+            }
+        }
+        let spy = Arc::new(Spy::default());
+        let app = sim.router().layer(middleware::from_fn_with_state(
+            (spy.clone(), sim.clone()),
+            spy_on,
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Lab {
+            sim,
+            spy,
+            url,
+            server,
+        }
+    }
+
+    async fn spy_on(
+        State((spy, sim)): State<(Arc<Spy>, Arc<AzureSim>)>,
+        request: Request,
+        next: Next,
+    ) -> Response {
+        let (parts, body) = request.into_parts();
+        let bytes = axum::body::to_bytes(body, 4 << 20)
+            .await
+            .unwrap_or_default();
+        let method = parts.method.to_string();
+        let path = parts.uri.path().to_string();
+        let next_page = parts
+            .uri
+            .query()
+            .is_some_and(|q| q.to_ascii_lowercase().contains("skiptoken"));
+        let due: Vec<(String, Vec<(String, String)>)> = {
+            let mut hooks = spy.hooks.lock().unwrap();
+            let mut due = Vec::new();
+            for hook in hooks.iter_mut().filter(|h| {
+                !next_page
+                    && h.method == method
+                    && path
+                        .to_ascii_lowercase()
+                        .ends_with(&h.path_suffix.to_ascii_lowercase())
+            }) {
+                if hook.skip > 0 {
+                    hook.skip -= 1;
+                } else if hook.times > 0 {
+                    hook.times -= 1;
+                    due.extend(hook.edits.iter().cloned());
+                }
+            }
+            due
+        };
+        let authorization = parts.headers.get(AUTHORIZATION).cloned();
+        for (nic, tags) in due {
+            if let Err(e) = edit_tags(&sim, authorization.clone(), &nic, &tags).await {
+                spy.failures.lock().unwrap().push(e);
+            }
+        }
+        spy.log.lock().unwrap().push(Seen {
+            method,
+            path,
+            next_page,
+            if_match: parts
+                .headers
+                .get(IF_MATCH)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            body: serde_json::from_slice(&bytes).ok(),
+        });
+        next.run(Request::from_parts(parts, Body::from(bytes)))
+            .await
+    }
+
+    /// Another writer: `PATCH` of a NIC's tags (UpdateTags replaces them all: the current ones
+    /// plus `add`), straight to the simulated ARM with the caller's token.
+    async fn edit_tags(
+        sim: &Arc<AzureSim>,
+        authorization: Option<AxumHeaderValue>,
+        nic: &str,
+        add: &[(String, String)],
+    ) -> std::result::Result<(), String> {
+        let state = sim.state_json();
+        let mut tags = state["nics"]
+            .as_array()
+            .and_then(|n| n.iter().find(|n| n["name"] == nic))
+            .map(|n| n["tags"].clone())
+            .ok_or_else(|| format!("no NIC {nic}"))?;
+        for (k, v) in add {
+            tags[k] = json!(v);
+        }
+        let mut request = Request::builder()
+            .method("PATCH")
+            .uri(nic_url(nic))
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(a) = authorization {
+            request = request.header(AUTHORIZATION, a);
+        }
+        let request = request
+            .body(Body::from(json!({ "tags": tags }).to_string()))
+            .map_err(|e| e.to_string())?;
+        let response = match sim.router().oneshot(request).await {
+            Ok(r) => r,
+            Err(e) => match e {},
+        };
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("PATCH of {nic}: HTTP {}", response.status()))
+        }
+    }
+
+    impl Lab {
+        fn client(&self, i: usize) -> Azure {
+            let mut s = AzureSettings::new(AzureCredentials::ClientSecret {
+                tenant_id: lab::TENANT_ID.into(),
+                client_id: lab::CLIENT_ID.into(),
+                client_secret: Secret::new(LAB_SECRET),
+            });
+            s.subscription = Some(lab::SUBSCRIPTION_ID.into());
+            s.resource_group = Some(lab::RESOURCE_GROUP.into());
+            s.vm_name = Some(vm(i));
+            s.arm_endpoint = self.url.clone();
+            s.authority_host = self.url.clone();
+            s.mode = AzureMode::LbProbe;
+            s.request_timeout = Duration::from_secs(2);
+            s.operation_timeout = Duration::from_secs(8);
+            s.poll_first = Duration::from_millis(10);
+            s.poll_max = Duration::from_millis(50);
+            s.retry = RetryPolicy {
+                max_attempts: 4,
+                base_delay: Duration::from_millis(10),
+                max_delay: Duration::from_millis(100),
+                max_elapsed: Duration::from_secs(5),
+            };
+            Azure::new(s).expect("valid settings")
+        }
+
+        fn hook(&self, hook: Hook) {
+            self.spy.hooks.lock().unwrap().push(hook);
+        }
+
+        /// The ARM requests logged since the last call (the token requests left out).
+        fn requests(&self) -> Vec<Seen> {
+            std::mem::take(&mut *self.spy.log.lock().unwrap())
+                .into_iter()
+                .filter(|s| s.path.starts_with("/subscriptions/"))
+                .collect()
+        }
+
+        fn nic(&self, i: usize) -> Value {
+            let state = self.sim.state_json();
+            state["nics"]
+                .as_array()
+                .and_then(|n| n.iter().find(|n| n["name"] == lab::nic_name(i)))
+                .cloned()
+                .unwrap_or_else(|| panic!("no NIC {i} in {state}"))
+        }
+
+        fn etags(&self) -> Vec<Value> {
+            (0..4).map(|i| self.nic(i)["etag"].clone()).collect()
+        }
+
+        /// The load balancer pools of NIC `i`'s primary ipConfiguration, as the simulator
+        /// keeps them.
+        fn pools_of(&self, i: usize) -> Option<Value> {
+            lock(&self.sim.world).nics[i].applied.ip_configs[0]
+                .extra
+                .get("loadBalancerBackendAddressPools")
+                .cloned()
+        }
+
+        /// The timeline's claim events of the frontend address: (epoch, claimant).
+        fn claims(&self) -> Vec<(u64, String)> {
+            self.sim
+                .timeline()
+                .iter()
+                .filter(|e| e.ip == ip() && e.event == HolderEvent::Claim)
+                .map(|e| (e.epoch.unwrap_or_default(), e.instance.0.clone()))
+                .collect()
+        }
+
+        fn assert_no_failed_edit(&self) {
+            let failures = self.spy.failures.lock().unwrap();
+            assert!(failures.is_empty(), "{failures:?}");
+        }
+    }
+
+    fn puts(requests: &[Seen]) -> Vec<&Seen> {
+        requests.iter().filter(|s| s.method == "PUT").collect()
+    }
+
+    /// A list of the NICs, or one of its next pages.
+    fn is_list(s: &Seen) -> bool {
+        s.method == "GET" && s.path.to_ascii_lowercase().ends_with("/networkinterfaces")
+    }
+
+    /// Lists of the NICs (first pages only).
+    fn reads(requests: &[Seen]) -> usize {
+        requests
+            .iter()
+            .filter(|s| is_list(s) && !s.next_page)
+            .count()
+    }
+
+    async fn bounded<F: std::future::Future>(test: F) -> F::Output {
+        tokio::time::timeout(LIMIT, test)
+            .await
+            .expect("the test finished within its time limit")
+    }
+
+    #[tokio::test]
+    async fn a_claim_tags_the_claimants_own_nic_and_state_reads_it() {
+        bounded(async {
+            let lab = start(&[], Faults::default()).await;
+            let (epoch_key, holder_key) = keys();
+            let lb2 = lab.client(1);
+            assert_eq!(lb2.arbiter(), Arbiter::WriteThenVerify);
+            assert_eq!(lb2.state(ip()).await.unwrap(), AddressState::default());
+            let listed = lab.nic(1)["etag"].clone();
+            lab.requests();
+
+            lb2.claim(ip(), &rec(1, &vm(1)), None).await.expect("claim");
+            let requests = lab.requests();
+            // The list (check), the PUT of our NIC, its operation, the list again (verify).
+            let put = puts(&requests);
+            assert_eq!(put.len(), 1, "{requests:#?}");
+            assert_eq!(reads(&requests), 2, "{requests:#?}");
+            let at = requests.iter().position(|s| s.method == "PUT").unwrap();
+            assert!(
+                at > 0 && requests[..at].iter().all(is_list),
+                "{requests:#?}"
+            );
+            let after = &requests[at + 1..];
+            let polls = after.iter().take_while(|s| !is_list(s)).count();
+            assert!(polls > 0, "{requests:#?}");
+            assert!(
+                after[..polls]
+                    .iter()
+                    .all(|s| s.method == "GET" && s.path.contains("/operations/")),
+                "{requests:#?}"
+            );
+            assert!(
+                !after[polls..].is_empty() && after[polls..].iter().all(is_list),
+                "{requests:#?}"
+            );
+            assert!(put[0]
+                .path
+                .ends_with(&format!("/networkInterfaces/{}", lab::nic_name(1))));
+            assert_eq!(
+                put[0].if_match.as_ref(),
+                listed.as_str().map(str::to_string).as_ref()
+            );
+            // The whole NIC as read, with the record's tags added: the NSG, the backend pool
+            // membership and the other tags stay; the read-only fields go.
+            let body = put[0].body.as_ref().expect("a JSON body");
+            assert_eq!(
+                body["tags"],
+                json!({"exoip-group": "lab", epoch_key.as_str(): "1", holder_key.as_str(): vm(1)})
+            );
+            assert_eq!(
+                last_segment(
+                    body["properties"]["networkSecurityGroup"]["id"]
+                        .as_str()
+                        .unwrap()
+                ),
+                lab::NSG
+            );
+            assert_eq!(
+                body["properties"]["ipConfigurations"][0]["properties"]
+                    ["loadBalancerBackendAddressPools"],
+                pools()
+            );
+            assert!(
+                body.get("etag").is_none() && body["properties"].get("provisioningState").is_none()
+            );
+            assert_eq!(lab.pools_of(1), Some(pools()), "still in the backend pool");
+            assert_eq!(lab.nic(1)["nsg"], lab::NSG);
+
+            let state = lab.client(0).state(ip()).await.unwrap();
+            assert_eq!(state.record, Some(rec(1, &vm(1))));
+            assert_eq!(state.holders, vec![InstanceId(vm(1))]);
+
+            // The next claimant writes its own NIC; ours keeps its outdated tags.
+            let lb3 = lab.client(2);
+            lb3.claim(ip(), &rec(2, &vm(2)), Some(1))
+                .await
+                .expect("second claim");
+            let state = lb2.state(ip()).await.unwrap();
+            assert_eq!(state.record, Some(rec(2, &vm(2))));
+            assert_eq!(state.holders, vec![InstanceId(vm(2))]);
+            assert_eq!(lab.nic(1)["tags"][&epoch_key], "1");
+            // Claiming again over one's own record rewrites it.
+            lb3.claim(ip(), &rec(3, &vm(2)), Some(2))
+                .await
+                .expect("re-claim");
+            assert_eq!(lb2.state(ip()).await.unwrap().record, Some(rec(3, &vm(2))));
+            assert_eq!(lab.claims(), vec![(1, vm(1)), (2, vm(2)), (3, vm(2))]);
+            assert_eq!(lab.pools_of(2), Some(pools()));
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_claim_on_a_stale_read_writes_nothing() {
+        bounded(async {
+            let lab = start(&[(0, "4", "lb1")], Faults::default()).await;
+            let lb2 = lab.client(1);
+            let etags = lab.etags();
+            lab.requests();
+            for seen in [None, Some(3)] {
+                let e = lb2.claim(ip(), &rec(5, &vm(1)), seen).await.unwrap_err();
+                assert_eq!(e.kind(), "conflict", "{e}");
+                assert!(e.to_string().contains("epoch 4"), "{e}");
+            }
+            let requests = lab.requests();
+            assert!(puts(&requests).is_empty(), "{requests:#?}");
+            assert!(requests.iter().all(is_list), "{requests:#?}");
+            assert_eq!(reads(&requests), 2, "one list per claim: {requests:#?}");
+            assert_eq!(lab.etags(), etags, "no NIC was written");
+            // Refused before any request: an epoch that does not grow, another VM's claim.
+            let e = lb2.claim(ip(), &rec(4, &vm(1)), Some(4)).await.unwrap_err();
+            assert_eq!(e.kind(), "invalid", "{e}");
+            let e = lb2.claim(ip(), &rec(5, &vm(2)), Some(4)).await.unwrap_err();
+            assert_eq!(e.kind(), "invalid", "{e}");
+            assert!(lab.requests().is_empty());
+            // The calls the agent never makes in this mode stay refused.
+            for e in [
+                lb2.holders(ip()).await.unwrap_err(),
+                lb2.attach(ip(), &InstanceId(vm(1))).await.unwrap_err(),
+                lb2.detach(ip(), &InstanceId(vm(1))).await.unwrap_err(),
+            ] {
+                assert_eq!(e.kind(), "invalid", "{e}");
+                assert!(e.to_string().contains("lb-probe"), "{e}");
+            }
+            assert!(lab.requests().is_empty());
+            lb2.claim(ip(), &rec(5, &vm(1)), Some(4))
+                .await
+                .expect("claim");
+            assert_eq!(lb2.state(ip()).await.unwrap().record, Some(rec(5, &vm(1))));
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn equal_epochs_go_to_the_smaller_holder_name_for_every_reader() {
+        bounded(async {
+            // Two claims of epoch 5 made at once (lb3's NIC comes after lb2's in the list), an
+            // older one on lb1.
+            let lab = start(
+                &[(0, "4", "lb1"), (1, "5", "LB2"), (2, "5", "lb3")],
+                Faults::default(),
+            )
+            .await;
+            for i in 0..4 {
+                let state = lab.client(i).state(ip()).await.unwrap();
+                assert_eq!(state.record, Some(rec(5, "LB2")), "read by {}", vm(i));
+                assert_eq!(state.holders, vec![InstanceId("LB2".into())]);
+            }
+            let lb4 = lab.client(3);
+            lb4.claim(ip(), &rec(6, &vm(3)), Some(5))
+                .await
+                .expect("claim over the tie");
+            assert_eq!(lb4.state(ip()).await.unwrap().record, Some(rec(6, &vm(3))));
+            assert_eq!(lab.claims(), vec![(6, vm(3))]);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn records_on_another_vms_nic_and_malformed_ones_are_ignored() {
+        bounded(async {
+            let lab = start(
+                &[
+                    (0, "9", "lb3"),
+                    (1, "7", ""),
+                    (2, "2", "lb3"),
+                    (3, "x", "lb4"),
+                ],
+                Faults::default(),
+            )
+            .await;
+            let lb2 = lab.client(1);
+            let state = lb2.state(ip()).await.unwrap();
+            assert_eq!(
+                state.record,
+                Some(rec(2, "lb3")),
+                "the copy on lb1's NIC is no claim"
+            );
+            assert_eq!(state.holders, vec![InstanceId("lb3".into())]);
+            let e = lb2
+                .claim(ip(), &rec(10, &vm(1)), Some(9))
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind(), "conflict", "{e}");
+            // A claim writes a well-formed record over the malformed one on its own NIC.
+            lb2.claim(ip(), &rec(3, &vm(1)), Some(2))
+                .await
+                .expect("claim");
+            let (epoch_key, holder_key) = keys();
+            assert_eq!(lab.nic(1)["tags"][&epoch_key], "3");
+            assert_eq!(lab.nic(1)["tags"][&holder_key], vm(1));
+            assert_eq!(lb2.state(ip()).await.unwrap().record, Some(rec(3, &vm(1))));
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_nic_edited_between_the_read_and_the_write_is_read_again() {
+        bounded(async {
+            let lab = start(&[], Faults::default()).await;
+            let (epoch_key, holder_key) = keys();
+            let nic = lab::nic_name(1);
+            lab.hook(Hook {
+                method: "PUT",
+                path_suffix: format!("/networkInterfaces/{nic}"),
+                skip: 0,
+                times: 1,
+                edits: vec![(nic.clone(), vec![("owner".into(), "ops".into())])],
+            });
+            let lb2 = lab.client(1);
+            let listed = lab.nic(1)["etag"].clone();
+            lab.requests();
+            lb2.claim(ip(), &rec(1, &vm(1)), None).await.expect("claim");
+            lab.assert_no_failed_edit();
+            let requests = lab.requests();
+            let put = puts(&requests);
+            assert_eq!(put.len(), 2, "{requests:#?}");
+            assert_eq!(put[0].if_match.as_deref(), listed.as_str(), "the etag of the list");
+            assert_ne!(put[1].if_match, put[0].if_match, "the etag of a fresh list");
+            // The other writer's edit is kept: the second PUT starts from the fresh read.
+            assert_eq!(
+                lab.nic(1)["tags"],
+                json!({"exoip-group": "lab", "owner": "ops", epoch_key.as_str(): "1", holder_key.as_str(): vm(1)})
+            );
+            assert_eq!(lab.pools_of(1), Some(pools()));
+            assert_eq!(lb2.state(ip()).await.unwrap().record, Some(rec(1, &vm(1))));
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_claim_made_while_ours_was_refused_is_a_conflict() {
+        bounded(async {
+            let lab = start(&[], Faults::default()).await;
+            let nic = lab::nic_name(1);
+            // lb3 records its claim and someone edits our NIC: our PUT meets a new etag, and
+            // the fresh read finds lb3's record.
+            lab.hook(Hook {
+                method: "PUT",
+                path_suffix: format!("/networkInterfaces/{nic}"),
+                skip: 0,
+                times: 1,
+                edits: vec![
+                    record_edit(2, "1", "lb3"),
+                    (nic.clone(), vec![("owner".into(), "ops".into())]),
+                ],
+            });
+            let lb2 = lab.client(1);
+            let e = lb2.claim(ip(), &rec(1, &vm(1)), None).await.unwrap_err();
+            lab.assert_no_failed_edit();
+            assert_eq!(e.kind(), "conflict", "{e}");
+            let requests = lab.requests();
+            assert_eq!(puts(&requests).len(), 1, "{requests:#?}");
+            assert!(
+                lab.nic(1)["tags"].get(keys().0).is_none(),
+                "nothing written"
+            );
+            let state = lb2.state(ip()).await.unwrap();
+            assert_eq!(state.record, Some(rec(1, "lb3")));
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_nic_that_keeps_changing_is_a_conflict_after_a_few_tries() {
+        bounded(async {
+            let lab = start(&[], Faults::default()).await;
+            let nic = lab::nic_name(1);
+            lab.hook(Hook {
+                method: "PUT",
+                path_suffix: format!("/networkInterfaces/{nic}"),
+                skip: 0,
+                times: 100,
+                edits: vec![(nic.clone(), vec![("owner".into(), "ops".into())])],
+            });
+            let lb2 = lab.client(1);
+            lab.requests();
+            let e = lb2.claim(ip(), &rec(1, &vm(1)), None).await.unwrap_err();
+            lab.assert_no_failed_edit();
+            assert_eq!(e.kind(), "conflict", "{e}");
+            assert!(e.to_string().contains("PreconditionFailed"), "{e}");
+            let requests = lab.requests();
+            assert_eq!(
+                puts(&requests).len(),
+                LB_PROBE_CLAIM_ATTEMPTS as usize,
+                "{requests:#?}"
+            );
+            assert_eq!(lb2.state(ip()).await.unwrap().record, None);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn the_read_back_tells_a_lost_race() {
+        bounded(async {
+            // Before our verifying list (the second one), another claimant records a newer
+            // claim, or one of the same epoch that wins the tie (lb1 < lb2), or one that
+            // loses it (lb3).
+            for (other, epoch, won) in [(2, "2", false), (0, "1", false), (2, "1", true)] {
+                let lab = start(&[], Faults::default()).await;
+                lab.hook(Hook {
+                    method: "GET",
+                    path_suffix: "/networkInterfaces".into(),
+                    skip: 1,
+                    times: 1,
+                    edits: vec![record_edit(other, epoch, &vm(other))],
+                });
+                let lb2 = lab.client(1);
+                let result = lb2.claim(ip(), &rec(1, &vm(1)), None).await;
+                lab.assert_no_failed_edit();
+                let state = lb2.state(ip()).await.unwrap();
+                let (epoch_key, _) = keys();
+                assert_eq!(lab.nic(1)["tags"][&epoch_key], "1", "our tags stay");
+                if won {
+                    result.expect("the tie goes to lb2");
+                    assert_eq!(state.record, Some(rec(1, &vm(1))));
+                } else {
+                    let e = result.unwrap_err();
+                    assert_eq!(e.kind(), "conflict", "{e}");
+                    let theirs = rec(epoch.parse().unwrap(), &vm(other));
+                    assert!(e.to_string().contains(&describe(Some(&theirs))), "{e}");
+                    assert_eq!(state.record, Some(theirs.clone()));
+                    assert_eq!(state.holders, vec![theirs.holder]);
+                }
+            }
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_lost_answer_to_our_own_write_is_no_conflict() {
+        bounded(async {
+            // Our PUT is applied but its answer is lost: the retry meets the new etag (412),
+            // and the fresh read shows our own record.
+            let lab = start(
+                &[],
+                Faults {
+                    response_lost: Trigger::count(1).mutations_only(),
+                    ..Faults::default()
+                },
+            )
+            .await;
+            let lb2 = lab.client(1);
+            lab.requests();
+            lb2.claim(ip(), &rec(1, &vm(1)), None).await.expect("claim");
+            let requests = lab.requests();
+            assert_eq!(puts(&requests).len(), 2, "{requests:#?}");
+            assert_eq!(lb2.state(ip()).await.unwrap().record, Some(rec(1, &vm(1))));
+        })
+        .await;
+    }
+}

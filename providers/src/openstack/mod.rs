@@ -5,9 +5,11 @@
 //!   floating IP with the new holder's port, fenced by `If-Match` on the revision read before;
 //!   a claim writes its record into the floating IP's description in that same PUT, so claim
 //!   and record are one compare-and-swap (`docs/arbiter.md`);
-//! * VIP mode: the provider only maintains which ports *may* carry a private VIP (their
-//!   `allowed_address_pairs`); the agent puts the VIP on its NIC and announces it itself. There
-//!   is no claim record: the list of allowed ports is a permission, not a claim.
+//! * VIP mode: the provider maintains which ports *may* carry a private VIP (their
+//!   `allowed_address_pairs`); the agent puts the VIP on its NIC and announces it itself. The
+//!   list of allowed ports is a permission, not a claim: a claim is recorded in the description
+//!   of the VIP port (the port holding the VIP as a fixed IP), fenced by `If-Match` on its
+//!   revision, before the claimant's port is allowed (`docs/arbiter.md`).
 //!
 //! Peers are the servers with a port in a Neutron security group; a server is known by its
 //! Nova UUID, which is the `device_id` of its ports.
@@ -18,7 +20,7 @@ mod keystone;
 mod neutron;
 mod vip;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -58,6 +60,11 @@ pub struct OpenStack {
     fip_targets: Mutex<HashMap<(String, String), floating::Target>>,
     /// VIP → its network, which does not change while we run.
     vip_networks: Mutex<HashMap<IpAddr, String>>,
+    /// VIP → its VIP port (where its claim record lives); dropped when that port no longer
+    /// holds the VIP.
+    vip_ports: Mutex<HashMap<IpAddr, String>>,
+    /// VIPs without a VIP port that were warned about (once per process).
+    vip_unrecorded: Mutex<HashSet<IpAddr>>,
 }
 
 impl fmt::Debug for OpenStack {
@@ -158,6 +165,8 @@ impl OpenStack {
             vip_port: settings.vip_port,
             fip_targets: Mutex::new(HashMap::new()),
             vip_networks: Mutex::new(HashMap::new()),
+            vip_ports: Mutex::new(HashMap::new()),
+            vip_unrecorded: Mutex::new(HashSet::new()),
         })
     }
 
@@ -376,23 +385,20 @@ impl Provider for OpenStack {
         }
     }
 
-    /// Floating-IP mode: the record rides in the fenced PUT that moves the address. VIP mode:
-    /// none; every live peer's port is allowed the VIP at once (that list is a permission, and
-    /// who serves it is decided on the wire), so there is no single claim to record.
+    /// Compare-and-swap in both modes. Floating-IP mode: the record rides in the fenced PUT
+    /// that moves the address. VIP mode: every live peer's port is allowed the VIP at once (a
+    /// permission; who serves it is decided on the wire), so the record goes in the VIP port's
+    /// description, in a PUT fenced by its revision, before the claimant's port is allowed.
+    /// Without a VIP port there is no record: `state()` shows none and a claim only allows the
+    /// port.
     fn arbiter(&self) -> Arbiter {
-        match self.mode {
-            OpenStackMode::FloatingIp => Arbiter::CompareAndSwap,
-            OpenStackMode::Vip => Arbiter::None,
-        }
+        Arbiter::CompareAndSwap
     }
 
     async fn state(&self, ip: IpAddr) -> Result<AddressState> {
         match self.mode {
             OpenStackMode::FloatingIp => self.fip_state(ip).await,
-            OpenStackMode::Vip => Ok(AddressState {
-                holders: self.vip_holders(ip).await?,
-                record: None,
-            }),
+            OpenStackMode::Vip => self.vip_state(ip).await,
         }
     }
 
@@ -400,7 +406,7 @@ impl Provider for OpenStack {
         check_id("server", &record.holder.0)?;
         match self.mode {
             OpenStackMode::FloatingIp => self.fip_claim(ip, record, seen).await,
-            OpenStackMode::Vip => self.vip_attach(ip, &record.holder).await,
+            OpenStackMode::Vip => self.vip_claim(ip, record, seen).await,
         }
     }
 }

@@ -16,6 +16,9 @@ use super::keystone::{Keystone, Token};
 use crate::http::{HttpClient, HttpResponse, Method, RequestSpec, Url};
 use crate::{Error, Result};
 
+/// Neutron's limit on a resource's `description`, in characters.
+pub(crate) const MAX_DESCRIPTION: usize = 255;
+
 /// Query values: everything but RFC 3986 unreserved characters is percent-encoded
 /// (`fixed_ips=ip_address%3D192.0.2.10`).
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
@@ -326,6 +329,10 @@ pub(crate) struct PortJson {
     pub allowed_address_pairs: Option<Vec<Value>>,
     #[serde(default)]
     pub revision_number: Option<u64>,
+    /// Free text (at most [`MAX_DESCRIPTION`] characters); on the VIP port, carries the claim
+    /// record's token in VIP mode.
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 impl PortJson {

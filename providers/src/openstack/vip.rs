@@ -1,15 +1,31 @@
 //! VIP mode (allowed address pairs, the keepalived/Octavia pattern): which servers may hold a
-//! private VIP, and granting or withdrawing that with a fenced read-modify-write of a port's
-//! `allowed_address_pairs` (shared/clouds/openstack.md §4.3, §9.8).
+//! private VIP, granting or withdrawing that with a fenced read-modify-write of a port's
+//! `allowed_address_pairs`, and the claim record on the VIP port (shared/clouds/openstack.md
+//! §4.3, §4.4, §9.8; `docs/arbiter.md`).
+//!
+//! Every live peer's port is allowed the VIP at once, so that any of them can take over without
+//! an API call: that list is a permission, not a claim. The claim is recorded on the **VIP
+//! port**, the port that holds the VIP as a fixed IP (`--vip-port`, else the one port of the
+//! VIP's network with that fixed IP; the documented setup creates it, and the servers' own ports
+//! only have the VIP in their pairs): one token `exoip:epoch=<n>,holder=<server uuid>` in its
+//! `description`, as floating-IP mode keeps it on the floating IP, any other text there kept. A
+//! claim checks `seen` against the token read and writes the new one with
+//! `If-Match: revision_number=<read>` (a compare-and-swap), and only then allows the claimant's
+//! port: a claim that lost changes nothing. Without a VIP port there is no record (one warning
+//! per address) and a claim only allows the port, as before.
+//!
+//! A VIP port with several fixed IPs carries one record for all of them.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use serde_json::{json, Value};
 
-use super::neutron::{pair_is, PortJson, PortOne, SubnetList};
+use super::floating::{description_with, record_from_description};
+use super::neutron::{pair_is, PortJson, PortOne, SubnetList, MAX_DESCRIPTION};
 use super::OpenStack;
-use crate::{Error, InstanceId, Result};
+use crate::exoscale::{check_claim_epoch, describe};
+use crate::{AddressState, ClaimRecord, Error, InstanceId, Result};
 
 /// Writes of one port's pairs tried before giving up on a busy port: each 412 means someone
 /// else changed the port in between, and redoing a list merge on the new state is safe.
@@ -25,6 +41,11 @@ impl OpenStack {
         let network = match &self.vip_port {
             Some(port) => {
                 let port = self.neutron.port(port).await?;
+                if port.has_ip(vip) {
+                    // Found on the way: the claim record's place. (An odd id is refused when
+                    // the record is read.)
+                    let _ = self.remember_vip_port(vip, &port);
+                }
                 port.network_id
                     .clone()
                     .filter(|n| !n.is_empty())
@@ -46,7 +67,13 @@ impl OpenStack {
                     .collect();
                 match networks.len() {
                     0 => self.vip_network_from_subnets(vip).await?,
-                    1 => networks.into_iter().next().expect("one network"),
+                    1 => {
+                        // Found on the way: the claim record's place, the VIP port.
+                        if let Ok(Some(port)) = self.choose_vip_port(vip, &ports) {
+                            let _ = self.remember_vip_port(vip, port);
+                        }
+                        networks.into_iter().next().expect("one network")
+                    }
                     _ => {
                         return Err(Error::Invalid(format!(
                         "ports on several networks have {vip} as a fixed IP ({}): set --vip-port",
@@ -97,19 +124,202 @@ impl OpenStack {
         }
     }
 
+    /// The ports of the VIP's network (the server's filter, checked here too: a port that names
+    /// another network is not ours).
+    async fn vip_network_ports(&self, vip: IpAddr) -> Result<Vec<PortJson>> {
+        let network = self.vip_network(vip).await?;
+        let mut ports = self.neutron.ports(&[("network_id", &network)]).await?;
+        ports.retain(|p| p.network_id.as_deref().is_none_or(|n| n == network));
+        Ok(ports)
+    }
+
     /// The servers allowed to hold the VIP: device ids of the ports on its network that have it
     /// in their `allowed_address_pairs`.
     pub(super) async fn vip_holders(&self, vip: IpAddr) -> Result<Vec<InstanceId>> {
+        Ok(holders_among(&self.vip_network_ports(vip).await?, vip))
+    }
+
+    /// The holders and the record on the VIP port, from one list of the VIP's network's ports
+    /// (the VIP port is on that network too).
+    pub(super) async fn vip_state(&self, vip: IpAddr) -> Result<AddressState> {
+        let ports = self.vip_network_ports(vip).await?;
+        let record = match self.choose_vip_port(vip, &ports)? {
+            Some(port) => {
+                self.remember_vip_port(vip, port)?;
+                port.description
+                    .as_deref()
+                    .and_then(record_from_description)
+            }
+            None => {
+                self.warn_no_vip_port(vip);
+                None
+            }
+        };
+        Ok(AddressState {
+            holders: holders_among(&ports, vip),
+            record,
+        })
+    }
+
+    /// Records the claim on the VIP port (compare-and-swap on its revision), then allows the
+    /// claimant's port. Without a VIP port: only the latter, whatever `seen` says (there is no
+    /// record to compare with).
+    pub(super) async fn vip_claim(
+        &self,
+        vip: IpAddr,
+        record: &ClaimRecord,
+        seen: Option<u64>,
+    ) -> Result<()> {
+        check_claim_epoch(vip, record, seen)?;
+        match self.vip_record_port(vip).await? {
+            Some(port) => self.write_vip_record(vip, &port, record, seen).await?,
+            None => self.warn_no_vip_port(vip),
+        }
+        self.vip_attach(vip, &record.holder).await
+    }
+
+    /// `PUT /v2.0/ports/{vip port}` of the description with `record`'s token, fenced by the
+    /// revision of `port` as read; `seen` must be the epoch of the token read.
+    async fn write_vip_record(
+        &self,
+        vip: IpAddr,
+        port: &PortJson,
+        record: &ClaimRecord,
+        seen: Option<u64>,
+    ) -> Result<()> {
+        let id = port.require_id()?;
+        let text = port.description.clone().unwrap_or_default();
+        let found = record_from_description(&text);
+        if found.as_ref().map(|r| r.epoch) != seen {
+            return Err(Error::Conflict(format!(
+                "the claim record of VIP {vip} (on port {id}) is {}, not epoch {}: someone claimed it since",
+                describe(found.as_ref()),
+                seen.map_or("none".to_string(), |e| e.to_string()),
+            )));
+        }
+        let description = description_with(&text, record);
+        let length = description.chars().count();
+        if length > MAX_DESCRIPTION {
+            return Err(Error::Invalid(format!(
+                "VIP port {id} ({vip}): its description with the claim record would be {length} characters, more than Neutron's {MAX_DESCRIPTION}: shorten the description"
+            )));
+        }
+        if port.revision_number.is_none() {
+            tracing::warn!(%vip, port = id, "no revision_number (extension revision-if-match missing?): the claim is not a compare-and-swap");
+        }
+        let ours = |p: &PortJson| {
+            p.description
+                .as_deref()
+                .and_then(record_from_description)
+                .as_ref()
+                == Some(record)
+        };
+        let body = json!({"port": {"description": description}});
+        match self
+            .neutron
+            .put::<PortOne>(&format!("/ports/{id}"), &body, port.revision_number)
+            .await
+        {
+            Ok(updated) if ours(&updated.port) => Ok(()),
+            Ok(updated) => Err(Error::Invalid(format!(
+                "PUT /v2.0/ports/{id}: the answer shows description {:?}, not what was sent",
+                updated.port.description
+            ))),
+            Err(e @ Error::Conflict(_)) => {
+                // 412: claimed or changed since our read: the claim fails, nothing written.
+                // Unless the PUT that went through was ours and only its answer was lost (the
+                // retry then found the revision moved on): the record then is exactly ours.
+                match self.neutron.port(id).await {
+                    Ok(now) if ours(&now) => {
+                        tracing::debug!(%vip, error = %e, "conflict, but the claim in force is ours");
+                        Ok(())
+                    }
+                    _ => Err(e),
+                }
+            }
+            Err(Error::NotFound(m)) => {
+                // Deleted since our read: the record went with it; a new read decides.
+                self.forget_vip_port(vip);
+                Err(Error::Conflict(format!(
+                    "the VIP port of {vip} is gone since it was read: {m}"
+                )))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The VIP port, read fresh: the one found before if it still holds the VIP, else the one
+    /// `GET /v2.0/ports?fixed_ips=ip_address%3D<vip>` finds on the VIP's network; `None` when
+    /// there is none.
+    async fn vip_record_port(&self, vip: IpAddr) -> Result<Option<PortJson>> {
+        // First: finding the network may find the VIP port as well.
         let network = self.vip_network(vip).await?;
-        let ports = self.neutron.ports(&[("network_id", &network)]).await?;
-        let holders: BTreeSet<String> = ports
-            .iter()
-            // The filter is the server's: a port that names another network is not ours.
-            .filter(|p| p.network_id.as_deref().is_none_or(|n| n == network))
-            .filter(|p| allows(p, vip))
-            .filter_map(|p| p.device().map(str::to_string))
-            .collect();
-        Ok(holders.into_iter().map(InstanceId).collect())
+        let known = self.vip_ports.lock().expect("poisoned").get(&vip).cloned();
+        if let Some(id) = known {
+            match self.neutron.port(&id).await {
+                Ok(port) if port.has_ip(vip) => return Ok(Some(port)),
+                Ok(_) | Err(Error::NotFound(_)) => {
+                    tracing::debug!(%vip, port = %id, "the VIP port no longer holds the VIP: looking it up again");
+                    self.forget_vip_port(vip);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let filter = format!("ip_address={vip}");
+        let mut ports = self.neutron.ports(&[("fixed_ips", &filter)]).await?;
+        ports.retain(|p| p.network_id.as_deref().is_none_or(|n| n == network));
+        let Some(port) = self.choose_vip_port(vip, &ports)? else {
+            return Ok(None);
+        };
+        self.remember_vip_port(vip, port)?;
+        Ok(Some(port.clone()))
+    }
+
+    /// Among `ports` (of the VIP's network), the VIP port: `--vip-port` if it holds the VIP as a
+    /// fixed IP, else the only port that does.
+    fn choose_vip_port<'a>(
+        &self,
+        vip: IpAddr,
+        ports: &'a [PortJson],
+    ) -> Result<Option<&'a PortJson>> {
+        let holding: Vec<&PortJson> = ports.iter().filter(|p| p.has_ip(vip)).collect();
+        if let Some(configured) = &self.vip_port {
+            if let Some(port) = holding.iter().find(|p| p.id.as_ref() == Some(configured)) {
+                return Ok(Some(port));
+            }
+        }
+        match holding.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(one)),
+            several => Err(Error::Invalid(format!(
+                "several ports have the VIP {vip} as a fixed IP ({}): set --vip-port",
+                several
+                    .iter()
+                    .map(|p| p.id.as_deref().unwrap_or("?"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    fn remember_vip_port(&self, vip: IpAddr, port: &PortJson) -> Result<()> {
+        let id = port.require_id()?.to_string();
+        self.vip_ports.lock().expect("poisoned").insert(vip, id);
+        Ok(())
+    }
+
+    fn forget_vip_port(&self, vip: IpAddr) {
+        self.vip_ports.lock().expect("poisoned").remove(&vip);
+    }
+
+    /// Once per address and process: without a VIP port there is no claim record.
+    fn warn_no_vip_port(&self, vip: IpAddr) {
+        if self.vip_unrecorded.lock().expect("poisoned").insert(vip) {
+            tracing::warn!(
+                %vip,
+                "no port holds the VIP {vip} as a fixed IP: without a VIP port there is no claim record, and split brain protection needs one (a heartbeat partition can leave two holders); create a port with the VIP as its fixed IP (docs/arbiter.md) or set --vip-port"
+            );
+        }
     }
 
     pub(super) async fn vip_attach(&self, vip: IpAddr, to: &InstanceId) -> Result<()> {
@@ -203,6 +413,16 @@ impl OpenStack {
             }
         }
     }
+}
+
+/// Device ids of the ports among `ports` that have `vip` in their `allowed_address_pairs`.
+fn holders_among(ports: &[PortJson], vip: IpAddr) -> Vec<InstanceId> {
+    let holders: BTreeSet<String> = ports
+        .iter()
+        .filter(|p| allows(p, vip))
+        .filter_map(|p| p.device().map(str::to_string))
+        .collect();
+    holders.into_iter().map(InstanceId).collect()
 }
 
 fn allows(port: &PortJson, vip: IpAddr) -> bool {

@@ -816,9 +816,13 @@ impl World {
     /// The claim record of every address that has one, in the applied state, as the Azure
     /// provider reads it: a public IP's `exoip-epoch`/`exoip-holder` tags; for a secondary
     /// address, the `exoip-epoch-<ip>`/`exoip-holder-<ip>` tags of the NIC holding it, or, when
-    /// none does, the newest such record on any NIC.
+    /// none does (after a release; always for an lb-probe frontend address, which no NIC
+    /// carries), the newest such record on any NIC by the provider's own rule (a record counts
+    /// on its holder's NIC only; equal epochs go to the smaller holder name).
     pub fn records(&self) -> BTreeMap<IpAddr, crate::ClaimRecord> {
-        use crate::azure::{record_from_tags, secondary_record_tags, EPOCH_TAG, HOLDER_TAG};
+        use crate::azure::{
+            newest_nic_record, record_from_tags, secondary_record_tags, EPOCH_TAG, HOLDER_TAG,
+        };
         let mut out = BTreeMap::new();
         for p in &self.pips {
             let tags = &p.applied.tags;
@@ -861,7 +865,7 @@ impl World {
             });
             let record = match holder {
                 Some(nic) => read(nic),
-                None => self.nics.iter().filter_map(read).max_by_key(|r| r.epoch),
+                None => newest_nic_record(self.nics.iter().map(|n| (Some(n.vm.as_str()), read(n)))),
             };
             if let Some(r) = record {
                 out.insert(ip, r);

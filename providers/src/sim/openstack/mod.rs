@@ -14,7 +14,9 @@
 //! any other address (a VIP), the `device_id`s of the ports whose `allowed_address_pairs`
 //! contain it. Timeline events carry the region as `zone`, the floating IP id (or the VIP
 //! port's id) as `eip_id`, and the server id as `instance` (the port id for a port without a
-//! device).
+//! device). A new claim record (exoip's token in the description of a floating IP, or of a VIP
+//! port in VIP mode) is a `claim` event naming the claimant; `GET /_sim/state` shows it as the
+//! `record` of that floating IP or port.
 //!
 //! Control endpoints (unauthenticated, under `/_sim/` on the API listener): the shared
 //! `GET /_sim/state`, `GET /_sim/timeline`, `GET`/`PUT /_sim/faults`,
@@ -892,6 +894,33 @@ impl OsSim {
         });
     }
 
+    /// Records that port `idx` (a VIP port) now carries a new claim record in its description:
+    /// one `claim` event for each address it holds as a fixed IP, with that VIP's holders.
+    pub(crate) fn record_port_claim(&self, world: &World, idx: usize, record: &crate::ClaimRecord) {
+        let port = &world.ports[idx];
+        let t = unix_now();
+        for &(_, ip) in &port.fixed_ips {
+            let holders = world.vip_holders(ip);
+            tracing::info!(
+                "{ip} claim on port {}: epoch {} by {}: holders {holders:?}",
+                port.id,
+                record.epoch,
+                record.holder
+            );
+            self.timeline.record(TimelineEvent {
+                t,
+                zone: self.region.clone(),
+                ip,
+                eip_id: port.id.clone(),
+                event: HolderEvent::Claim,
+                instance: record.holder.clone(),
+                holders: holders.into_iter().map(InstanceId).collect(),
+                forced: false,
+                epoch: Some(record.epoch),
+            });
+        }
+    }
+
     /// Sets floating IP `idx`'s association (revision, status, timeline, NAT). `old_holder` is
     /// the previous port's holder, taken before that port possibly went away.
     fn set_association(
@@ -1215,6 +1244,9 @@ impl OsSim {
                     .map(|a| a.ip_address.clone()).collect::<Vec<_>>(),
                 "security_groups": p.security_groups,
                 "revision_number": p.revision,
+                "description": p.description,
+                "record": crate::openstack::record_from_description(&p.description)
+                    .map(|r| json!({"epoch": r.epoch, "holder": r.holder})),
             })).collect::<Vec<_>>(),
             "security_groups": world.security_groups.iter()
                 .map(|g| json!({"id": g.id, "name": g.name})).collect::<Vec<_>>(),

@@ -15,8 +15,9 @@
 //!   revision_number=N` is enforced (412).
 //! * `PUT /v2.0/ports/{id}`: `name`, `description`, `admin_state_up`, `device_id`,
 //!   `device_owner`, `security_groups`, `allowed_address_pairs` (replaces the list, fills the
-//!   MAC, accepts CIDRs, at most 10); `If-Match`. `DELETE /v2.0/ports/{id}` dissociates the
-//!   port's floating IPs.
+//!   MAC, accepts CIDRs, at most 10); `If-Match`. A new claim record in the description (VIP
+//!   mode's, on the VIP port) is a timeline `claim` event for each of the port's fixed IPs.
+//!   `DELETE /v2.0/ports/{id}` dissociates the port's floating IPs.
 //! * Creating or deleting networks, subnets, routers, groups and floating IPs is not emulated
 //!   (405), nor changing a port's `fixed_ips` (501).
 //!
@@ -1692,6 +1693,7 @@ fn update_port(
         }
     }
     check_revision(world, if_match, world.ports[idx].revision)?;
+    let record_before = crate::openstack::record_from_description(&world.ports[idx].description);
 
     let port = &mut world.ports[idx];
     if let Some(v) = name {
@@ -1725,6 +1727,13 @@ fn update_port(
             .collect();
         let changes = OsSim::replace_pairs(world, idx, pairs);
         sim.record_pairs(world, &changes, false);
+    }
+    // A new claim record (exoip's token in the description of a VIP port, VIP mode) goes on
+    // the timeline after the holder changes written in the same request.
+    if let Some(record) = crate::openstack::record_from_description(&world.ports[idx].description)
+        .filter(|r| Some(r) != record_before.as_ref())
+    {
+        sim.record_port_claim(world, idx, &record);
     }
     Ok(port_json(world, &world.ports[idx]))
 }
