@@ -719,7 +719,15 @@ impl Core {
         let entries = advert.entries.iter().map(|e| (e.ip, *e)).collect();
         match self.peers.get_mut(&advert.node) {
             Some(p) => {
-                if now >= p.last_heard + dead {
+                // A peer back in its start-up hold-off restarted (faster than a dead period):
+                // it is joining again, and a worse node must not take over meanwhile.
+                let restarted = advert.entries.iter().any(|e| {
+                    e.state == IpState::Init
+                        && p.entries
+                            .get(&e.ip)
+                            .is_some_and(|old| old.state != IpState::Init)
+                });
+                if now >= p.last_heard + dead || restarted {
                     p.heard_since = now;
                 }
                 p.last_heard = now;
@@ -1471,8 +1479,15 @@ impl Core {
         match s.role {
             _ if self.isolated_now && !self.stopping => false,
             Role::Master => true,
-            // Local mode: the API cannot say whether we held it before a restart.
-            Role::Init if self.params.claim.is_local() => false,
+            // Local modes: only the claim record can say that we held it before a restart (and,
+            // with permissions, that we still may).
+            Role::Init if self.params.claim.is_local() => {
+                self.params.records
+                    && s.record
+                        .as_ref()
+                        .is_some_and(|r| r.holder == self.params.node)
+                    && (self.params.claim == ClaimMode::LocalOnly || self.permitted(i))
+            }
             Role::Init => s
                 .holders
                 .as_ref()

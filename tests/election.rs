@@ -168,6 +168,7 @@ impl Cluster {
         self.nodes[i].core = Core::new(p, &ips, self.now);
         self.nodes[i].up = true;
         self.nodes[i].exited = false;
+        self.note_aliases();
         self.input(i, Input::Tick);
     }
 
@@ -556,6 +557,28 @@ fn restart_of_the_holder_has_no_gap_and_it_takes_back_over() {
     assert_eq!(c.longest_gap_after(t0), Duration::ZERO, "{:?}", c.timeline);
     c.assert_settled_on("lb1");
     assert!(c.timeline.iter().all(|(_, h)| h.len() <= 2));
+}
+
+#[test]
+fn a_holder_restarted_within_the_dead_period_keeps_the_address() {
+    let mut c = three(ms(1000));
+    c.run_for(ms(6000));
+    c.assert_settled_on("lb1");
+    let t0 = c.now;
+    // kill -9 and an immediate start: the peers hear lb1 again, announcing its hold-off, before
+    // they would declare it dead; they wait for it instead of taking over.
+    c.kill(0);
+    c.run_for(ms(300));
+    c.restart(0, 10, ms(1000), 3);
+    c.run_for(Duration::from_secs(15));
+    c.assert_settled_on("lb1");
+    assert!(changes_after(&c, t0).is_empty(), "{}", c.dump());
+    assert_eq!(
+        c.alias_timeline.iter().filter(|(t, _)| *t >= t0).count(),
+        2,
+        "the alias only counts as gone while the VM is down: {:?}",
+        c.alias_timeline
+    );
 }
 
 #[test]
@@ -1626,5 +1649,28 @@ fn local_mode_asymmetric_partition_settles_on_one_holder_without_a_gap() {
         assert_eq!(longest_alias_gap_after(&c, t0), Duration::ZERO, "{mode:?}");
         let changes = c.alias_timeline.iter().filter(|(t, _)| *t > t0).count();
         assert_eq!(changes, 2, "{mode:?}: {:?}", c.alias_timeline);
+    }
+}
+
+#[test]
+fn local_mode_restarted_holder_keeps_serving_when_the_record_names_it() {
+    for mode in [ClaimMode::Local, ClaimMode::LocalOnly] {
+        let mut c = local_pair(mode);
+        let t0 = c.now;
+        // lb1's agent restarts at once (kill -9, start): the kernel keeps the address.
+        c.restart(0, 10, ms(1000), 3);
+        c.run_for(Duration::from_secs(10));
+        assert_eq!(
+            c.alias_nodes(),
+            vec!["lb1".to_string()],
+            "{mode:?}\n{}",
+            c.dump()
+        );
+        assert_eq!(
+            c.alias_timeline.iter().filter(|(t, _)| *t > t0).count(),
+            0,
+            "{mode:?}: never dropped, never shared: {:?}",
+            c.alias_timeline
+        );
     }
 }
