@@ -633,7 +633,12 @@ impl Core {
     fn isolation_watch(&self, now: Time) -> Option<Duration> {
         let after = self.params.isolation_release_after?;
         let alone = !self.peers.is_empty() && self.peers.values().all(|p| !self.alive(now, p));
-        (alone && self.params.claim != ClaimMode::LocalOnly).then_some(after / 2)
+        (alone && self.api_read()).then_some(after / 2)
+    }
+
+    /// Whether this node reads the API at all (not in [`ClaimMode::LocalOnly`] without a record).
+    fn api_read(&self) -> bool {
+        self.params.claim != ClaimMode::LocalOnly || self.params.records
     }
 
     /// Isolated: peers known, none heard and no API answer for `isolation_release_after`.
@@ -641,7 +646,8 @@ impl Core {
         let Some(after) = self.params.isolation_release_after else {
             return false;
         };
-        if self.params.claim == ClaimMode::LocalOnly {
+        if !self.api_read() {
+            // No API answer ever comes: silent peers would look like isolation.
             return false;
         }
         let silent = self.last_heartbeat.is_some_and(|t| now >= t + after);
@@ -914,7 +920,17 @@ impl Core {
         let superseded = self.superseded(now, i);
         let alone_check = self.isolation_watch(now);
         let records = self.params.records;
+        let interval = self.params.interval;
         let slot = &mut self.slots[i];
+        // Local modes: a master that holds the address steps down only when a second read, an
+        // interval later, still shows the newer claim by a node it cannot hear. A link that
+        // just came back brings the API's answer and that node's heartbeats within moments of
+        // each other: the first read alone would drop the address, and take it back later.
+        let confirm_at = (local && slot.role == Role::Master)
+            .then_some(superseded.as_ref())
+            .flatten()
+            .map(|_| *slot.superseded_since.get_or_insert(now) + interval)
+            .filter(|at| now < *at);
         if local
             && records
             && slot.role == Role::Master
@@ -945,6 +961,9 @@ impl Core {
         if let Some(every) = alone_check {
             slot.next_reconcile = slot.next_reconcile.min(now + every);
         }
+        if let Some(at) = confirm_at {
+            slot.next_reconcile = slot.next_reconcile.min(at);
+        }
         if slot.role != Role::Master || local {
             // Local mode decides whom to fence from the live peers at call time.
             slot.to_fence.clear();
@@ -953,7 +972,7 @@ impl Core {
             .record
             .clone()
             .filter(|r| r.holder != me && r.epoch > slot.claimed_epoch);
-        if let (Some((who, epoch)), Role::Master) = (superseded, slot.role) {
+        if let (Some((who, epoch)), Role::Master, None) = (superseded, slot.role, confirm_at) {
             // Someone we cannot hear claimed after us (a partition): the record says it holds
             // the address. Do not fight it: stand by until we hear it again or the API shows
             // it gone.
@@ -1419,6 +1438,11 @@ impl Core {
         if records && slot.claim_retry == ClaimRetry::ReadFirst {
             return Some(Op::ReadHolders);
         }
+        if self.superseded(now, i).is_some() {
+            // A newer claim by a node we cannot hear, to be confirmed by the next read: neither
+            // claim over it nor fence anyone meanwhile.
+            return (now >= slot.next_reconcile).then_some(Op::ReadHolders);
+        }
         let permissions = self.params.claim == ClaimMode::Local;
         let unpermitted = permissions && slot.holders.is_some() && !self.permitted(i);
         if records && (slot.record_due || unpermitted) {
@@ -1487,6 +1511,9 @@ impl Core {
                         .as_ref()
                         .is_some_and(|r| r.holder == self.params.node)
                     && (self.params.claim == ClaimMode::LocalOnly || self.permitted(i))
+                    // A record not yet replaced by a successor whose claim is still retrying:
+                    // a peer announcing master holds it now.
+                    && self.best_master_peer(self.now_hint, s.ip).is_none()
             }
             Role::Init => s
                 .holders

@@ -1508,8 +1508,9 @@ fn assert_partition_settled(c: &Cluster, t0: Time, t1: Time) {
         c.alias_timeline,
         c.dump()
     );
+    // Two reads an interval apart confirm the newer claim before lb1 lets go.
     let overlap = longest_multi_in(c, &c.alias_timeline, t0);
-    assert!(overlap <= ms(2000), "overlap {overlap:?}\n{}", c.dump());
+    assert!(overlap <= ms(3000), "overlap {overlap:?}\n{}", c.dump());
     assert_eq!(
         longest_alias_gap_after(c, t0),
         Duration::ZERO,
