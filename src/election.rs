@@ -415,7 +415,14 @@ impl Core {
                 attempt: 0,
                 retry_at: None,
                 // Read the API state at once: it tells a restarted node whether it still holds.
-                next_reconcile: now,
+                // In the local modes the record says it only together with the peers (a
+                // successor's claim may still be retrying): read once an interval has brought
+                // their heartbeats, leaving the address as the system has it until then.
+                next_reconcile: if params.claim.is_local() {
+                    now + params.interval
+                } else {
+                    now
+                },
                 leaving_since: None,
                 alias_on: false,
                 disagreements: 0,

@@ -1137,7 +1137,8 @@ fn local_mode_restarted_node_drops_a_stale_address() {
     // lb2 is restarted with the address still on its NIC (e.g. left by a crash).
     c.nodes[1].alias.insert(eip());
     c.restart(1, 20, ms(1000), 3);
-    c.run_for(Duration::from_secs(1));
+    // It reads the API once an interval has brought the peers' heartbeats.
+    c.run_for(ms(1100));
     assert_eq!(c.alias_nodes(), vec!["lb1".to_string()], "{}", c.dump());
 }
 
@@ -1671,6 +1672,33 @@ fn local_mode_restarted_holder_keeps_serving_when_the_record_names_it() {
             c.alias_timeline.iter().filter(|(t, _)| *t > t0).count(),
             0,
             "{mode:?}: never dropped, never shared: {:?}",
+            c.alias_timeline
+        );
+    }
+}
+
+#[test]
+fn local_mode_restarted_node_does_not_serve_on_a_record_its_successor_could_not_replace_yet() {
+    for mode in [ClaimMode::Local, ClaimMode::LocalOnly] {
+        let mut c = local_pair(mode);
+        // lb1 crashes; lb2 takes over, but its API calls fail: the record still names lb1.
+        c.kill(0);
+        c.api_down.insert(1);
+        c.run_for(ms(3500));
+        assert_eq!(c.alias_nodes(), vec!["lb2".to_string()], "{mode:?}");
+        assert_eq!(c.records[&eip()].holder, "lb1");
+        // lb1 comes back without the address (a rebooted VM).
+        c.nodes[0].alias.clear();
+        c.restart(0, 10, ms(1000), 3);
+        let t0 = c.now;
+        c.run_for(ms(2900));
+        let lb1_served = c
+            .alias_timeline
+            .iter()
+            .any(|(t, h)| *t >= t0 && h.contains("lb1"));
+        assert!(
+            !lb1_served,
+            "{mode:?}: lb1 heard lb2 as master before reading the stale record: {:?}",
             c.alias_timeline
         );
     }
