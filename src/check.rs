@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use exoip_providers::{Error as ProviderError, Instance, InstanceId, Provider};
+use exoip_providers::{AddressState, Error as ProviderError, Instance, InstanceId, Provider};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
@@ -112,16 +112,9 @@ pub async fn check_with(
 
     for w in &cfg.addresses {
         let what = format!("{} {}", cfg.address_kind(), w.ip);
-        if cfg.claim == crate::election::ClaimMode::LocalOnly {
-            r.ok_line(
-                &what,
-                "not looked up: no API call moves it (the load balancer sends the traffic to the node answering its health probe)",
-            )?;
-            continue;
-        }
         match (&provider, api_usable) {
-            (Some(p), true) => match bounded(p.holders(w.ip)).await {
-                Ok(holders) => r.ok_line(&what, &describe_holders(&holders, me.as_ref()))?,
+            (Some(p), true) => match bounded(p.state(w.ip)).await {
+                Ok(state) => r.ok_line(&what, &describe_state(cfg.claim, &state, me.as_ref()))?,
                 Err(ProviderError::NotFound(m)) => r.fail(
                     &what,
                     &format!(
@@ -351,19 +344,40 @@ fn summary(cfg: &Config) -> String {
     )
 }
 
-fn describe_holders(holders: &[InstanceId], me: Option<&Instance>) -> String {
+/// What the API says about an address: its holders (in the local modes: who may hold it, or
+/// nothing the API could know) and the last claim recorded on it.
+fn describe_state(
+    claim: crate::election::ClaimMode,
+    state: &AddressState,
+    me: Option<&Instance>,
+) -> String {
+    use crate::election::ClaimMode;
     let name = |h: &InstanceId| match me {
         Some(m) if &m.id == h => format!("{h} (this instance)"),
         _ => h.to_string(),
     };
-    match holders {
-        [] => "exists, not attached to any instance".to_string(),
-        [one] => format!("exists, attached to {}", name(one)),
-        many => format!(
+    let names = |hs: &[InstanceId]| hs.iter().map(name).collect::<Vec<_>>().join(", ");
+    let holders = match (claim, state.holders.as_slice()) {
+        (ClaimMode::LocalOnly, _) => {
+            "no API call moves it (the load balancer sends the traffic to the node answering its health probe)".to_string()
+        }
+        (ClaimMode::Local, []) => "exists, no port allows it (the master allows itself)".to_string(),
+        (ClaimMode::Local, many) => format!("exists, allowed on {}", names(many)),
+        (ClaimMode::Api, []) => "exists, not attached to any instance".to_string(),
+        (ClaimMode::Api, [one]) => format!("exists, attached to {}", name(one)),
+        (ClaimMode::Api, many) => format!(
             "exists, attached to {} instances: {} (the agent keeps only one)",
             many.len(),
-            many.iter().map(name).collect::<Vec<_>>().join(", ")
+            names(many)
         ),
+    };
+    match &state.record {
+        Some(r) => format!(
+            "{holders}; last claim recorded: epoch {} by {}",
+            r.epoch,
+            name(&r.holder)
+        ),
+        None => holders,
     }
 }
 
@@ -1194,6 +1208,41 @@ mod tests {
                 ProbeOutcome::Answered(_)
             ));
         }
+    }
+
+    #[test]
+    fn address_lines_say_what_the_api_knows_per_mode() {
+        use crate::election::ClaimMode;
+        use exoip_providers::ClaimRecord;
+        let id = |s: &str| InstanceId(s.to_string());
+        let me = Instance {
+            id: id("vm-a"),
+            name: "vm-a".into(),
+            addresses: vec![],
+        };
+        let record = Some(ClaimRecord {
+            epoch: 7,
+            holder: id("vm-a"),
+        });
+        let state = |holders: &[&str], record: Option<ClaimRecord>| AddressState {
+            holders: holders.iter().map(|h| id(h)).collect(),
+            record,
+        };
+        assert_eq!(
+            describe_state(ClaimMode::Api, &state(&["vm-a"], record.clone()), Some(&me)),
+            "exists, attached to vm-a (this instance); last claim recorded: epoch 7 by vm-a (this instance)"
+        );
+        assert_eq!(
+            describe_state(ClaimMode::Api, &state(&[], None), None),
+            "exists, not attached to any instance"
+        );
+        assert_eq!(
+            describe_state(ClaimMode::Local, &state(&["vm-a", "vm-b"], None), None),
+            "exists, allowed on vm-a, vm-b"
+        );
+        let lb = describe_state(ClaimMode::LocalOnly, &state(&["vm-a"], record), None);
+        assert!(lb.starts_with("no API call moves it"), "{lb}");
+        assert!(lb.ends_with("last claim recorded: epoch 7 by vm-a"), "{lb}");
     }
 
     #[test]
