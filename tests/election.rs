@@ -385,21 +385,7 @@ impl Cluster {
 
     /// Longest interval with no holder after `from`, and the first time it became non-empty.
     fn longest_gap_after(&self, from: Time) -> Duration {
-        let mut longest = Duration::ZERO;
-        let mut empty_since: Option<Time> = None;
-        for (t, h) in &self.timeline {
-            if h.is_empty() {
-                empty_since.get_or_insert(*t);
-            } else if let Some(s) = empty_since.take() {
-                if *t > from {
-                    longest = longest.max(*t - s.max(from));
-                }
-            }
-        }
-        if let Some(s) = empty_since {
-            longest = longest.max(self.now - s.max(from));
-        }
-        longest
+        longest_run(&self.timeline, self.now, from, BTreeSet::is_empty)
     }
 
     fn first_time_held_by(&self, who: &str, after: Time) -> Option<Time> {
@@ -1217,10 +1203,21 @@ fn longest_multi_after(c: &Cluster, from: Time) -> Duration {
 }
 
 fn longest_multi_in(c: &Cluster, timeline: &[(Time, BTreeSet<String>)], from: Time) -> Duration {
+    longest_run(timeline, c.now, from, |h| h.len() > 1)
+}
+
+/// Longest interval after `from` during which the holder sets of `timeline` (changes only, the
+/// last one lasting until `now`) satisfy `pred`.
+fn longest_run(
+    timeline: &[(Time, BTreeSet<String>)],
+    now: Time,
+    from: Time,
+    pred: impl Fn(&BTreeSet<String>) -> bool,
+) -> Duration {
     let mut longest = Duration::ZERO;
     let mut since: Option<Time> = None;
     for (t, h) in timeline {
-        if h.len() > 1 {
+        if pred(h) {
             since.get_or_insert(*t);
         } else if let Some(s) = since.take() {
             if *t > from {
@@ -1229,7 +1226,7 @@ fn longest_multi_in(c: &Cluster, timeline: &[(Time, BTreeSet<String>)], from: Ti
         }
     }
     if let Some(s) = since {
-        longest = longest.max(c.now - s.max(from));
+        longest = longest.max(now - s.max(from));
     }
     longest
 }
@@ -1439,21 +1436,7 @@ fn a_master_fenced_by_a_worse_peer_takes_it_back_within_an_interval() {
 
 /// Longest interval without anyone holding the alias after `from`.
 fn longest_alias_gap_after(c: &Cluster, from: Time) -> Duration {
-    let mut longest = Duration::ZERO;
-    let mut empty_since: Option<Time> = None;
-    for (t, h) in &c.alias_timeline {
-        if h.is_empty() {
-            empty_since.get_or_insert(*t);
-        } else if let Some(s) = empty_since.take() {
-            if *t > from {
-                longest = longest.max(*t - s.max(from));
-            }
-        }
-    }
-    if let Some(s) = empty_since {
-        longest = longest.max(c.now - s.max(from));
-    }
-    longest
+    longest_run(&c.alias_timeline, c.now, from, BTreeSet::is_empty)
 }
 
 /// Two nodes in `mode` (both allowed in [`ClaimMode::Local`]), settled on lb1.

@@ -12,14 +12,12 @@ use std::net::IpAddr;
 use serde_json::{json, Value};
 
 use super::neutron::{
-    parse_ip, FloatingIpJson, FloatingIpList, FloatingIpOne, PortJson, RouterList,
+    parse_ip, FloatingIpJson, FloatingIpList, FloatingIpOne, PortJson, RouterList, MAX_DESCRIPTION,
 };
 use super::OpenStack;
 use crate::exoscale::{check_claim_epoch, describe};
 use crate::{AddressState, ClaimRecord, Error, InstanceId, Result};
 
-/// Neutron's limit on a description, in characters.
-const MAX_DESCRIPTION: usize = 255;
 /// How the record token starts (a word of the description).
 const TOKEN: &str = "exoip:epoch=";
 
@@ -59,6 +57,33 @@ fn parse_token(word: &str) -> Option<ClaimRecord> {
 
 fn token(record: &ClaimRecord) -> String {
     format!("{TOKEN}{},holder={}", record.epoch, record.holder)
+}
+
+/// The description a claim writes over `text`, whose record must be `seen` (else a conflict:
+/// someone claimed since); invalid when the token no longer fits. `what` names the resource in
+/// the messages, e.g. "floating IP <id> (<ip>)".
+pub(super) fn claimed_description(
+    text: &str,
+    record: &ClaimRecord,
+    seen: Option<u64>,
+    what: &str,
+) -> Result<String> {
+    let found = record_from_description(text);
+    if found.as_ref().map(|r| r.epoch) != seen {
+        return Err(Error::Conflict(format!(
+            "the claim record of {what} is {}, not epoch {}: someone claimed it since",
+            describe(found.as_ref()),
+            seen.map_or("none".to_string(), |e| e.to_string()),
+        )));
+    }
+    let description = description_with(text, record);
+    let length = description.chars().count();
+    if length > MAX_DESCRIPTION {
+        return Err(Error::Invalid(format!(
+            "{what}: its description with the claim record would be {length} characters, more than Neutron's {MAX_DESCRIPTION}: shorten the description"
+        )));
+    }
+    Ok(description)
 }
 
 /// The claim record in a floating IP's description: its first well-formed token.
@@ -199,21 +224,8 @@ impl OpenStack {
         let fip = self.floating_ip(ip).await?;
         let id = fip.id.clone().unwrap_or_default();
         let text = fip.description.clone().unwrap_or_default();
-        let found = record_from_description(&text);
-        if found.as_ref().map(|r| r.epoch) != seen {
-            return Err(Error::Conflict(format!(
-                "the claim record of floating IP {ip} is {}, not epoch {}: someone claimed it since",
-                describe(found.as_ref()),
-                seen.map_or("none".to_string(), |e| e.to_string()),
-            )));
-        }
-        let description = description_with(&text, record);
-        let length = description.chars().count();
-        if length > MAX_DESCRIPTION {
-            return Err(Error::Invalid(format!(
-                "floating IP {id} ({ip}): its description with the claim record would be {length} characters, more than Neutron's {MAX_DESCRIPTION}: shorten the description"
-            )));
-        }
+        let description =
+            claimed_description(&text, record, seen, &format!("floating IP {id} ({ip})"))?;
         if fip.revision_number.is_none() {
             tracing::warn!(%ip, floating_ip = %id, "no revision_number (extension revision-if-match missing?): the claim is not a compare-and-swap");
         }

@@ -21,10 +21,10 @@ use std::net::IpAddr;
 
 use serde_json::{json, Value};
 
-use super::floating::{description_with, record_from_description};
-use super::neutron::{pair_is, PortJson, PortOne, SubnetList, MAX_DESCRIPTION};
+use super::floating::{claimed_description, record_from_description};
+use super::neutron::{pair_is, PortJson, PortOne, SubnetList};
 use super::OpenStack;
-use crate::exoscale::{check_claim_epoch, describe};
+use crate::exoscale::check_claim_epoch;
 use crate::{AddressState, ClaimRecord, Error, InstanceId, Result};
 
 /// Writes of one port's pairs tried before giving up on a busy port: each 412 means someone
@@ -189,21 +189,8 @@ impl OpenStack {
     ) -> Result<()> {
         let id = port.require_id()?;
         let text = port.description.clone().unwrap_or_default();
-        let found = record_from_description(&text);
-        if found.as_ref().map(|r| r.epoch) != seen {
-            return Err(Error::Conflict(format!(
-                "the claim record of VIP {vip} (on port {id}) is {}, not epoch {}: someone claimed it since",
-                describe(found.as_ref()),
-                seen.map_or("none".to_string(), |e| e.to_string()),
-            )));
-        }
-        let description = description_with(&text, record);
-        let length = description.chars().count();
-        if length > MAX_DESCRIPTION {
-            return Err(Error::Invalid(format!(
-                "VIP port {id} ({vip}): its description with the claim record would be {length} characters, more than Neutron's {MAX_DESCRIPTION}: shorten the description"
-            )));
-        }
+        let description =
+            claimed_description(&text, record, seen, &format!("VIP port {id} ({vip})"))?;
         if port.revision_number.is_none() {
             tracing::warn!(%vip, port = id, "no revision_number (extension revision-if-match missing?): the claim is not a compare-and-swap");
         }
