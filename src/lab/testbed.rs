@@ -1363,11 +1363,12 @@ impl Lab {
     /// is not started. (Azure lb-probe: the frontend IP stays on `lo`, as the system
     /// configuration of every node puts it there at boot.)
     pub async fn revive(&self, host: usize) -> Result<()> {
-        self.set_link(host, true).await?;
+        // The stale address goes first: plugged in with it, the host would hold it for a
+        // moment on the timeline (and answer ARP for it).
         if self.cfg.cloud != LabCloud::AzureLbProbe && self.has_alias(host).await? {
             self.del_alias(host).await?;
         }
-        Ok(())
+        self.set_link(host, true).await
     }
 
     /// Plugs or unplugs the host's cable (its port on R's bridge).
