@@ -605,14 +605,28 @@ impl Core {
             .then(|| (r.holder.clone(), r.epoch))
     }
 
-    /// [`Self::supersedes`] with the last read, for a holder we cannot hear.
-    fn superseded(&self, now: Time, i: usize) -> Option<(String, u64)> {
+    /// [`Self::supersedes`] with the last read, for a holder we cannot hear, whatever the
+    /// patience.
+    fn superseded_by_record(&self, now: Time, i: usize) -> Option<(String, u64)> {
         if self.params.claim != ClaimMode::Api && !self.params.records {
             return None;
         }
         let (holders, _) = self.slots[i].holders.as_ref()?;
         self.supersedes(i, holders, self.slots[i].record.as_ref())
             .filter(|(who, _)| !self.peer_alive(now, who))
+    }
+
+    /// [`Self::superseded_by_record`] while we stand by for it: standing by for a holder we
+    /// never hear again must not last for ever. It may have died while we could not hear it
+    /// (then nobody would fence it and the address would be lost): after the patience we claim,
+    /// and if it is alive, it stands by in turn at its next read.
+    fn superseded(&self, now: Time, i: usize) -> Option<(String, u64)> {
+        let patience = self.params.reconcile_interval * SUPERSEDED_PATIENCE;
+        self.superseded_by_record(now, i).filter(|_| {
+            self.slots[i]
+                .superseded_since
+                .is_none_or(|t| now < t + patience)
+        })
     }
 
     /// The claim to make for slot `i`: the next epoch after every one we know of.
@@ -1192,17 +1206,16 @@ impl Core {
                 slot.next_reconcile = next;
             }
         }
-        let mut superseded = self.superseded(now, i);
-        // Standing by for a holder we never hear again must not last for ever: it may have died
-        // while we could not hear it (then nobody would fence it and the address would be lost).
-        // After the patience we claim; if it is alive, it stands by in turn at its next read.
-        let patience = self.params.reconcile_interval * SUPERSEDED_PATIENCE;
-        match (&superseded, self.slots[i].superseded_since) {
-            (Some(_), None) => self.slots[i].superseded_since = Some(now),
-            (Some(_), Some(since)) if now >= since + patience => superseded = None,
-            (None, _) => self.slots[i].superseded_since = None,
+        // Since when we stand by (see `superseded`, which counts the patience from there).
+        match (
+            self.superseded_by_record(now, i).is_some(),
+            self.slots[i].superseded_since,
+        ) {
+            (true, None) => self.slots[i].superseded_since = Some(now),
+            (false, Some(_)) => self.slots[i].superseded_since = None,
             _ => {}
         }
+        let superseded = self.superseded(now, i);
         let slot = &self.slots[i];
 
         match slot.role {

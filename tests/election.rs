@@ -1686,3 +1686,22 @@ fn local_mode_restarted_node_does_not_serve_on_a_record_its_successor_could_not_
         );
     }
 }
+
+#[test]
+fn local_mode_partition_longer_than_the_patience_moves_the_address_once_more_and_settles() {
+    for mode in [ClaimMode::Local, ClaimMode::LocalOnly] {
+        let mut c = local_pair(mode);
+        let t0 = c.now;
+        cut_both(&mut c, 0, 1);
+        // Ten reconcile periods (300 s) of patience, then lb1 claims again; lb2 reads that
+        // newer claim and stands by in turn. Nothing flaps in between or after.
+        c.run_for(Duration::from_secs(400));
+        let changes = c.alias_timeline.iter().filter(|(t, _)| *t > t0).count();
+        assert!(
+            changes <= 4,
+            "{mode:?}: {changes} alias changes: {:?}",
+            c.alias_timeline
+        );
+        assert_eq!(c.alias_nodes().len(), 1, "{mode:?}: {:?}", c.alias_timeline);
+    }
+}
