@@ -1016,18 +1016,24 @@ fn a_node_still_failing_after_the_hold_off_goes_to_fault() {
 
 /// Three nodes in local-claim mode, every one allowed to hold the address (the usual set-up).
 fn three_local(interval: Duration) -> Cluster {
+    local_cluster(
+        ClaimMode::Local,
+        &[("lb1", 10), ("lb2", 20), ("lb3", 30)],
+        interval,
+    )
+}
+
+/// Nodes in a local mode; in [`ClaimMode::Local`] every one allowed to hold the address.
+fn local_cluster(mode: ClaimMode, specs: &[(&str, u8)], interval: Duration) -> Cluster {
     let mut c = Cluster::new(&[], interval, 3);
-    c.claim = ClaimMode::Local;
-    for (name, prio) in [("lb1", 10), ("lb2", 20), ("lb3", 30)] {
-        c.add_node(name, prio, interval, 3);
+    c.claim = mode;
+    for (name, prio) in specs {
+        c.add_node(name, *prio, interval, 3);
     }
-    c.holders.insert(
-        eip(),
-        ["lb1", "lb2", "lb3"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-    );
+    if mode == ClaimMode::Local {
+        let all = specs.iter().map(|(name, _)| name.to_string()).collect();
+        c.holders.insert(eip(), all);
+    }
     c
 }
 
@@ -1441,17 +1447,7 @@ fn longest_alias_gap_after(c: &Cluster, from: Time) -> Duration {
 
 /// Two nodes in `mode` (both allowed in [`ClaimMode::Local`]), settled on lb1.
 fn local_pair(mode: ClaimMode) -> Cluster {
-    let mut c = Cluster::new(&[], ms(1000), 3);
-    c.claim = mode;
-    for (name, prio) in [("lb1", 10), ("lb2", 20)] {
-        c.add_node(name, prio, ms(1000), 3);
-    }
-    if mode == ClaimMode::Local {
-        c.holders.insert(
-            eip(),
-            ["lb1", "lb2"].iter().map(|s| s.to_string()).collect(),
-        );
-    }
+    let mut c = local_cluster(mode, &[("lb1", 10), ("lb2", 20)], ms(1000));
     c.run_for(ms(6000));
     assert_eq!(c.alias_nodes(), vec!["lb1".to_string()], "{}", c.dump());
     assert_eq!(
@@ -1547,20 +1543,7 @@ fn local_only_mode_partition_stands_by_on_the_newer_record() {
 #[test]
 fn local_mode_kill_of_the_holder_records_the_successor_claim() {
     for mode in [ClaimMode::Local, ClaimMode::LocalOnly] {
-        let mut c = Cluster::new(&[], ms(1000), 3);
-        c.claim = mode;
-        for (name, prio) in [("lb1", 10), ("lb2", 20), ("lb3", 30)] {
-            c.add_node(name, prio, ms(1000), 3);
-        }
-        if mode == ClaimMode::Local {
-            c.holders.insert(
-                eip(),
-                ["lb1", "lb2", "lb3"]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-            );
-        }
+        let mut c = local_cluster(mode, &[("lb1", 10), ("lb2", 20), ("lb3", 30)], ms(1000));
         c.run_for(ms(6000));
         let epoch = c.records[&eip()].epoch;
         let t0 = c.now;

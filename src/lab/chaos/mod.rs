@@ -691,13 +691,7 @@ impl Ctx<'_> {
             ChaosScenario::Kill => {
                 t0 = lab.crash(holder).await?;
                 self.wait_moved(holder).await;
-                lab.revive(holder).await?;
-                cuts.push(Cut {
-                    host: holder,
-                    from: t0,
-                    to: unix_now(),
-                });
-                lab.start_agent(holder).await?;
+                cuts.push(bring_back(lab, holder, t0).await?);
             }
             ChaosScenario::Sigstop => {
                 t0 = lab.kill(holder, Signal::SIGSTOP)?;
@@ -760,13 +754,7 @@ impl Ctx<'_> {
                     api_down = Some((t_set, unix_now()));
                 }
                 self.wait_moved(holder).await;
-                lab.revive(holder).await?;
-                cuts.push(Cut {
-                    host: holder,
-                    from: t0,
-                    to: unix_now(),
-                });
-                lab.start_agent(holder).await?;
+                cuts.push(bring_back(lab, holder, t0).await?);
             }
             ChaosScenario::Restart => {
                 t0 = lab.kill(holder, Signal::SIGKILL)?;
@@ -962,6 +950,19 @@ impl Ctx<'_> {
 }
 
 /// `--scenario`: a scenario's name or `all`.
+/// Brings a crashed host back as if rebooted (no stale address, cable in, agent started) and
+/// returns the time its cable was out.
+async fn bring_back(lab: &Lab, host: usize, cut_at: f64) -> Result<Cut> {
+    lab.revive(host).await?;
+    let cut = Cut {
+        host,
+        from: cut_at,
+        to: unix_now(),
+    };
+    lab.start_agent(host).await?;
+    Ok(cut)
+}
+
 fn parse_scenarios(text: &str) -> Result<Vec<ChaosScenario>, String> {
     if text == "all" {
         return Ok(ChaosScenario::ALL.to_vec());
